@@ -1,0 +1,162 @@
+"""``prepare_dataset``: source -> validated, filtered, leave-one-out ``datasets.DatasetDict`` on disk.
+
+The output folder holds the DatasetDict (splits ``train``, ``valid``, ``test``, ``items``) and a
+``manifest.json`` (source file hashes, parameters, counts). It is written atomically, so a bad row
+found anywhere leaves nothing behind, and cached by a hash of the config and the source files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+
+from llmrec_ft.assets import cache_dir
+from llmrec_ft.data.amazon import FORMATS as AMAZON_FORMATS
+from llmrec_ft.data.amazon import read_amazon
+from llmrec_ft.data.generic import read_generic
+from llmrec_ft.data.interactions import DataError
+from llmrec_ft.data.movielens import download_grouplens, read_ml1m, read_ml100k
+from llmrec_ft.data.preprocess import (MIN_SEQUENCE_LENGTH, build_sequences, check_duplicates, check_items_known,
+                                       k_core, liked)
+from llmrec_ft.data.recbole_atomic import embedded_ml100k, read_atomic
+from llmrec_ft.io import atomic_path, write_json
+
+FORMAT_VERSION = 1
+DATASETS = ("ml-100k", "ml-100k-grouplens", "ml-1m", "recbole", "amazon2018", "amazon2023", "generic")
+
+
+@dataclass
+class DataConfig:
+    """Which data, and how to preprocess it. Field names double as recipe YAML keys / CLI flags."""
+
+    dataset: str = field(default="ml-100k", metadata={"help": f"One of {DATASETS}. 'ml-100k' is the embedded copy."})
+    data_path: str | None = field(default=None, metadata={
+        "help": "Local source: folder (ml-100k-grouplens/ml-1m raw files, recbole atomic files) or interactions file "
+                "(amazon*, generic). GroupLens datasets are downloaded when omitted."})
+    item_path: str | None = field(default=None, metadata={"help": "Item file (amazon meta, generic items)."})
+    min_user_interactions: int = field(default=5, metadata={"help": "k-core: users with fewer are dropped (>= 3)."})
+    min_item_interactions: int = field(default=0, metadata={"help": "k-core: items with fewer are dropped."})
+    like_threshold: float = field(default=4.0, metadata={"help": "rating >= this is a like (pointwise tasks)."})
+    cold_item_threshold: int = field(default=5, metadata={"help": "Items with fewer training interactions are cold."})
+    duplicates: str = field(default="error", metadata={"help": "'error' or 'drop' identical (user,item,time) rows."})
+    unknown_items: str = field(default="error", metadata={"help": "'error' or 'drop' interactions of uncatalogued items."})
+
+
+def _read_source(config: DataConfig):
+    name = config.dataset
+    if name == "ml-100k":
+        return read_atomic(embedded_ml100k(), "ml-100k")
+    if name in ("ml-100k-grouplens", "ml-1m"):
+        folder = Path(config.data_path) if config.data_path else download_grouplens(name.removesuffix("-grouplens"))
+        return read_ml100k(folder) if name == "ml-100k-grouplens" else read_ml1m(folder)
+    if name == "recbole":
+        return read_atomic(_required(config, "data_path"))
+    if name in AMAZON_FORMATS:
+        return read_amazon(_required(config, "data_path"), _required(config, "item_path"), name)
+    if name == "generic":
+        return read_generic(_required(config, "data_path"), _required(config, "item_path"))
+    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+
+
+def _required(config: DataConfig, name: str) -> str:
+    value = getattr(config, name)
+    if not value:
+        raise ValueError(f"dataset {config.dataset!r} needs {name}=...")
+    return value
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_dataset(config: DataConfig) -> tuple[datasets.DatasetDict, dict]:
+    """Parse, validate and split; returns the DatasetDict and its manifest (nothing is written)."""
+    if config.min_user_interactions < MIN_SEQUENCE_LENGTH:
+        raise ValueError(f"min_user_interactions must be >= {MIN_SEQUENCE_LENGTH} for leave-one-out")
+    log, catalog, files = _read_source(config)
+    raw_count = len(log)
+    log = check_items_known(log, catalog, str(files[-1]), config.unknown_items)
+    log, dropped_duplicates = check_duplicates(log, config.duplicates)
+    rows = k_core(log, config.min_user_interactions, config.min_item_interactions)
+    if not rows:
+        raise DataError(log.path, f"no interactions survive the {config.min_user_interactions}/"
+                                  f"{config.min_item_interactions}-core filter")
+    sequences, raw_items = build_sequences(log, rows)
+
+    train_count = [0] * (len(raw_items) + 1)
+    train, valid, test = [], [], []
+    for user_id, seq in enumerate(sequences):
+        likes = [liked(r, config.like_threshold) for r in seq.ratings]
+        for item in seq.items[:-2]:
+            train_count[item] += 1
+        train.append({"user_id": user_id, "raw_user_id": seq.raw_user_id, "items": seq.items[:-2],
+                      "ratings": seq.ratings[:-2], "liked": likes[:-2], "timestamps": seq.timestamps[:-2]})
+        for split, cut in ((valid, -2), (test, -1)):
+            split.append({"user_id": user_id, "history": seq.items[:cut], "history_ratings": seq.ratings[:cut],
+                          "history_liked": likes[:cut], "target": seq.items[cut], "target_rating": seq.ratings[cut],
+                          "target_liked": likes[cut]})
+    is_cold = [train_count[i] < config.cold_item_threshold for i in range(len(train_count))]
+    for split in (valid, test):
+        for row in split:
+            row["target_is_cold"] = is_cold[row["target"]]
+    items = {"item_id": list(range(1, len(raw_items) + 1)), "raw_item_id": raw_items,
+             "title": [catalog[r].title for r in raw_items], "text": [catalog[r].text for r in raw_items],
+             "train_count": train_count[1:], "is_cold": is_cold[1:]}
+    dataset = datasets.DatasetDict({
+        "train": datasets.Dataset.from_list(train), "valid": datasets.Dataset.from_list(valid),
+        "test": datasets.Dataset.from_list(test), "items": datasets.Dataset.from_dict(items)})
+    has_ratings = any(r == r for seq in sequences for r in seq.ratings)  # NaN != NaN
+    manifest = {
+        "format_version": FORMAT_VERSION, "config": dataclasses.asdict(config),
+        "source_files": {str(p): _file_sha256(p) for p in files},
+        "counts": {"raw_interactions": raw_count, "duplicates_dropped": dropped_duplicates,
+                   "interactions": len(rows), "users": len(sequences), "items": len(raw_items),
+                   "cold_items": sum(is_cold[1:]), "cold_test_targets": sum(r["target_is_cold"] for r in test)},
+        "has_ratings": has_ratings,
+    }
+    return dataset, manifest
+
+
+def default_output_dir(config: DataConfig) -> Path:
+    key = hashlib.sha256(json.dumps([FORMAT_VERSION, dataclasses.asdict(config)], sort_keys=True).encode()).hexdigest()
+    return cache_dir() / "datasets" / f"{config.dataset}-{key[:12]}"
+
+
+def prepare_dataset(config: DataConfig | None = None, output_dir: str | Path | None = None,
+                    overwrite: bool = False) -> datasets.DatasetDict:
+    """Build (or load the cached) prepared dataset; written atomically with ``manifest.json``."""
+    config = config or DataConfig()
+    output_dir = Path(output_dir) if output_dir else default_output_dir(config)
+    if (output_dir / "manifest.json").exists() and not overwrite:
+        return load_prepared(output_dir)
+    dataset, manifest = build_dataset(config)
+    with atomic_path(output_dir) as tmp:
+        datasets.disable_progress_bars()
+        try:
+            dataset.save_to_disk(str(tmp))
+        finally:
+            datasets.enable_progress_bars()
+        write_json(tmp / "manifest.json", manifest)
+    return load_prepared(output_dir)
+
+
+def load_prepared(path: str | Path) -> datasets.DatasetDict:
+    return datasets.load_from_disk(str(path))
+
+
+def load_manifest(path: str | Path) -> dict:
+    return json.loads((Path(path) / "manifest.json").read_text())
+
+
+def num_items(dataset: datasets.DatasetDict) -> int:
+    """Catalog size N; valid item ids are 1..N and 0 is padding."""
+    return len(dataset["items"])
