@@ -1,0 +1,109 @@
+"""Artifacts of a hybrid (SASRecLLM) run: one folder that reloads to the same scores, pushable to the Hub.
+
+Layout (what ``CollaborativeLM.save_pretrained`` writes, plus what a user needs to reuse it)::
+
+    adapter_config.json, adapter_model.safetensors   PEFT LoRA adapter (load on the base model)
+    projector.safetensors, collaborative_lm.json     collaborative projector + placeholder token ids
+    collab_model/config.json, model.safetensors      the SASRec checkpoint the projector was trained with
+    tokenizer.json, tokenizer_config.json, ...       tokenizer with <|user_cf|> / <|item_cf|> added
+    config.yaml                                      the fully resolved recipe config
+    metrics.json                                     test metrics of this run
+    README.md                                        model card
+
+The folder is written atomically. ``push_to_hub`` uploads it with ``huggingface_hub.HfApi`` --
+``create_repo(exist_ok=True)`` then ``upload_folder``, the calls ``transformers.Trainer.push_to_hub`` makes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from huggingface_hub import HfApi
+
+from llmrec_ft.collab.sasrec import SASRec
+from llmrec_ft.io import atomic_path
+from llmrec_ft.llm.backbone import EMBEDDED_MODEL, load_backbone
+from llmrec_ft.llm.collaborative_lm import COLLAB_MODEL_DIR, CollaborativeLM
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def model_card(config: dict, metrics: dict) -> str:
+    """A Hub model card: metadata header, the metrics table, and how to reload the artifacts."""
+    base_model = config.get("model_name_or_path", "unknown")
+    header = {"library_name": "peft", "tags": ["llmrec-ft", "sasrecllm", "recommendation", "lora", "trl"],
+              "pipeline_tag": "text-generation"}
+    if base_model == EMBEDDED_MODEL:  # the embedded copy is the dequantised Q4_1 GGUF of this Hub model
+        header["base_model"] = EMBEDDED_HUB_ID
+    elif base_model and not Path(str(base_model)).exists():
+        header["base_model"] = base_model
+    rows = [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
+            for name, value in sorted(_flatten(metrics).items())]
+    return "\n".join([
+        "---", yaml.safe_dump(header, sort_keys=True).strip(), "---", "",
+        f"# SASRecLLM on {config.get('dataset', 'unknown data')} ({base_model})", "",
+        "A hybrid sequential recommender trained with llmrec-ft's SASRecLLM recipe (arXiv 2507.05733): "
+        "SASRec user/item embeddings are projected into the LLM's token space and a LoRA "
+        f"adapter answers Yes/No to \"will the user like this item?\". Schedule: `{config.get('schedule')}`.",
+        "", "## Test metrics", "", "| metric | value |", "| --- | --- |", *rows, "",
+        "## Load", "", "```python", "from llmrec_ft.hub import load_artifacts",
+        "model, tokenizer, config = load_artifacts(\"path/or/downloaded/snapshot\")", "```", "",
+        "The base model is loaded from `model_name_or_path` in `config.yaml`; the adapter, projector and SASRec "
+        "checkpoint come from this folder.", ""])
+
+
+def _flatten(metrics: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}/"))
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            flat[name] = value
+    return flat
+
+
+def save_artifacts(directory: str | Path, model: CollaborativeLM, tokenizer, config: dict, metrics: dict) -> Path:
+    """Write the artifact folder (see module docstring) atomically; returns its path."""
+    directory = Path(directory)
+    with atomic_path(directory) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=True))
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+        (tmp / "README.md").write_text(model_card(config, metrics))
+    return directory
+
+
+def load_artifacts(directory: str | Path, is_trainable: bool = False):
+    """``(model, tokenizer, config)`` from an artifact folder: base model per ``config.yaml`` (same dtype and
+    attention kernel), plus the adapter, projector and SASRec saved here."""
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; not a SASRecLLM artifact folder")
+    config = yaml.safe_load((directory / CONFIG_FILE).read_text())
+    lm, _ = load_backbone(config["model_name_or_path"], dtype=config.get("dtype", "float32"),
+                          attn_implementation=config.get("attn_implementation", "sdpa"))
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    collab_model = SASRec.from_pretrained(directory / COLLAB_MODEL_DIR)
+    model = CollaborativeLM.from_pretrained(directory, lm, tokenizer, collab_model, is_trainable=is_trainable)
+    return model, tokenizer, config
+
+
+def push_to_hub(repo_id: str, directory: str | Path, private: bool = False, token: str | None = None,
+                commit_message: str = "Upload SASRecLLM artifacts") -> str:
+    """Create ``repo_id`` if needed and upload the artifact folder; returns the commit URL."""
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; write the artifacts with save_artifacts first")
+    api = HfApi(token=token)
+    repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    commit = api.upload_folder(repo_id=repo.repo_id, folder_path=str(directory), commit_message=commit_message,
+                               repo_type="model")
+    return str(getattr(commit, "commit_url", commit))

@@ -1,0 +1,221 @@
+"""An HF causal LM whose placeholder tokens are replaced by projected collaborative vectors.
+
+This is SASRecLLM's hybrid encoding: the prompt is tokenized as usual, its token embeddings are looked up,
+and at every ``<|user_cf|>`` / ``<|item_cf|>`` position the embedding is overwritten by the projection of
+the ID model's user representation / item embedding. The LM then runs on ``inputs_embeds`` (the same
+mechanism LLaVA uses for image features), so any HF causal LM works, plain or PEFT-wrapped, and HF computes
+the loss from ``labels``. Padded batches and packed ones (``llmrec_ft.llm.packing``: all prompts in one row,
+one ``cf_history`` row per prompt) both work, since vectors are placed in order of appearance.
+
+Gradients: the scattered vectors come from the projector (and the ID model), so they reach those modules
+whenever they are trainable; LoRA gets gradients through the LM as usual. Activation checkpointing is
+non-reentrant (``enable_activation_checkpointing``), which does not need inputs that require grad, so
+text-only prompts (no placeholders) train LoRA too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file, load_model, save_model
+from torch import nn
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from llmrec_ft.io import atomic_path, write_json
+from llmrec_ft.llm import answer_loss
+from llmrec_ft.llm.backbone import enable_activation_checkpointing
+from llmrec_ft.llm.projector import CollaborativeProjector
+from llmrec_ft.llm.tokens import ITEM_CF_TOKEN, USER_CF_TOKEN, CollaborativeTokenIds, add_collaborative_tokens
+
+CONFIG_NAME = "collaborative_lm.json"
+PROJECTOR_NAME = "projector.safetensors"
+COLLAB_MODEL_DIR = "collab_model"
+
+
+class CollaborativeLM(nn.Module):
+    """``lm`` (HF causal LM, optionally PEFT-wrapped) + ``projector`` + ``collab_model`` (an ID model with
+    ``sequence_representation(ids) -> [B, h]`` and ``item_embeddings(ids) -> [..., h]``, e.g. SASRec).
+
+    Typical setup::
+
+        lm, tokenizer = load_backbone("smollm2-135m-instruct")
+        token_ids = add_collaborative_tokens(tokenizer, lm)      # before get_peft_model
+        lm = get_peft_model(lm, LoraConfig(...))
+        projector = CollaborativeProjector(64, 320, lm.get_input_embeddings().embedding_dim, tokens_per_slot=1)
+        projector.scale_to_embedding_norm_(sasrec.item_embeddings.weight[1:], lm.get_input_embeddings().weight)
+        model = CollaborativeLM(lm, projector, sasrec, token_ids)
+    """
+
+    def __init__(self, lm: nn.Module, projector: CollaborativeProjector, collab_model: nn.Module | None,
+                 token_ids: CollaborativeTokenIds, answer_only_loss: bool = False):
+        super().__init__()
+        self.lm, self.projector, self.collab_model = lm, projector, collab_model
+        self.token_ids = CollaborativeTokenIds(*token_ids)
+        self.answer_only_loss = answer_only_loss
+        width = lm.get_input_embeddings().embedding_dim
+        if projector.out_dim != width:
+            raise ValueError(f"projector.out_dim={projector.out_dim} but the LM's embeddings are {width} wide")
+
+    @property
+    def config(self):
+        """The LM's config, so Trainer and friends that read ``model.config`` keep working."""
+        return self.lm.config
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **kwargs) -> None:
+        """What Trainer calls for ``gradient_checkpointing=True``; always non-reentrant (see module doc)."""
+        enable_activation_checkpointing(self.lm)
+
+    activation_checkpointing_enable = gradient_checkpointing_enable
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, cf_history: torch.Tensor | None = None,
+                cf_items: torch.Tensor | None = None, **kwargs):
+        """``cf_history``: ``[B, L]`` item ids, left-padded with 0 as the ID model expects, for the user slot of
+        every row; ``cf_items``: ``[B, S]`` item ids for the item slots in order of appearance (0 = pad).
+        Both may be omitted for text-only prompts. Other keyword arguments go to the LM unchanged.
+
+        With ``answer_only_loss`` and labels, only the labelled positions go through the LM head
+        (``llmrec_ft.llm.answer_loss``: same loss, far less memory); ``logits`` then holds one row per
+        labelled token instead of ``[B, T, V]``."""
+        inputs_embeds = self.embed(input_ids, cf_history, cf_items)
+        if labels is not None and self.answer_only_loss:
+            kwargs.pop("use_cache", None)
+            out = answer_loss.answer_only_loss(self.lm, labels, kwargs.pop("num_items_in_batch", None),
+                                               inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+            return CausalLMOutputWithPast(loss=out.loss, logits=out.logits)
+        return self.lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 cf_history: torch.Tensor | None = None, cf_items: torch.Tensor | None = None, **kwargs):
+        """``lm.generate`` on the injected embeddings (e.g. next-item titles); returns only the new tokens."""
+        return self.lm.generate(inputs_embeds=self.embed(input_ids, cf_history, cf_items),
+                                attention_mask=attention_mask, **kwargs)
+
+    def embed(self, input_ids: torch.Tensor, cf_history: torch.Tensor | None = None,
+              cf_items: torch.Tensor | None = None) -> torch.Tensor:
+        """The LM's token embeddings with collaborative vectors at the placeholder positions."""
+        if self.collab_model is None and (cf_history is not None or cf_items is not None):
+            raise ValueError("cf_history/cf_items were given but this CollaborativeLM has no collab_model")
+        inputs_embeds = self.lm.get_input_embeddings()(input_ids)
+        k = self.projector.tokens_per_slot
+
+        no_vectors = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+        user_mask = input_ids == self.token_ids.user
+        supplied = no_vectors.new_full((len(cf_history),), k) if cf_history is not None else no_vectors
+        self._check_counts(user_mask, supplied, USER_CF_TOKEN, "cf_history")
+        if cf_history is not None:
+            vectors = self.projector(self.collab_model.sequence_representation(cf_history))
+            inputs_embeds = self._scatter(inputs_embeds, user_mask, vectors)
+
+        item_mask = input_ids == self.token_ids.item
+        supplied = k * (cf_items > 0).sum(dim=1) if cf_items is not None else no_vectors
+        self._check_counts(item_mask, supplied, ITEM_CF_TOKEN, "cf_items")
+        if cf_items is not None and item_mask.any():
+            vectors = self.projector(self.collab_model.item_embeddings(cf_items[cf_items > 0]))
+            inputs_embeds = self._scatter(inputs_embeds, item_mask, vectors)
+        return inputs_embeds
+
+    @staticmethod
+    def _scatter(inputs_embeds: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        # Row-major order of ``mask`` matches the order of ``vectors`` ([N, k, d] flattened to [N * k, d]).
+        # Out of place, so it also works when the embedding output is a leaf that requires grad.
+        vectors = vectors.reshape(-1, vectors.shape[-1]).to(inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(mask.unsqueeze(-1), vectors)
+
+    def _check_counts(self, mask: torch.Tensor, supplied: torch.Tensor, token: str, argument: str) -> None:
+        """``supplied``: vectors per row of the cf input. Its rows are the batch rows, except for packed
+        batches (``llmrec_ft.llm.packing``: all prompts in one row, one ``cf_history`` row per prompt),
+        where only the totals can be compared."""
+        found, k = mask.sum(dim=1), self.projector.tokens_per_slot
+        hint = f"(tokens_per_slot={k} per slot; render prompts with the same cf_tokens_per_slot, one id per slot)"
+        if len(supplied) != len(found):
+            if found.sum() != supplied.sum():
+                raise ValueError(f"packed batch: input_ids holds {found.sum().item()} {token} placeholders but "
+                                 f"{argument} gives {supplied.sum().item()} vectors {hint}")
+            return
+        bad = (found != supplied).nonzero()
+        if len(bad):
+            row = bad[0].item()
+            raise ValueError(f"batch row {row}: input_ids holds {found[row].item()} {token} placeholders but "
+                             f"{argument} gives {supplied[row].item()} vectors {hint}")
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        """Write the LM (a PEFT adapter if PEFT-wrapped, else the full model), ``projector.safetensors``,
+        the ID model's weights under ``collab_model/`` and, last, ``collaborative_lm.json``.
+
+        Each file is replaced atomically and other files in ``save_directory`` are left alone (Trainer saves
+        into folders that also hold its checkpoints and logs). The adapter is saved without the resized
+        embedding matrices: ``add_collaborative_tokens`` rebuilds them exactly, and the placeholder rows are
+        overwritten at every forward anyway.
+        """
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        if hasattr(self.lm, "peft_config"):
+            kwargs.setdefault("save_embedding_layers", False)
+        with tempfile.TemporaryDirectory(dir=save_directory, prefix=".lm.") as tmp:
+            self.lm.save_pretrained(tmp, **kwargs)
+            for path in Path(tmp).iterdir():
+                os.replace(path, save_directory / path.name)
+        with atomic_path(save_directory / PROJECTOR_NAME) as tmp:
+            save_model(self.projector, str(tmp))
+        if self.collab_model is not None:
+            with atomic_path(save_directory / COLLAB_MODEL_DIR) as tmp:
+                if hasattr(self.collab_model, "save_pretrained"):
+                    self.collab_model.save_pretrained(tmp)
+                else:
+                    tmp.mkdir()
+                    save_model(self.collab_model, str(tmp / "model.safetensors"))
+        write_json(save_directory / CONFIG_NAME, {"projector": self.projector.config,
+                                                  "token_ids": self.token_ids._asdict(),
+                                                  "tokens": {"user": USER_CF_TOKEN, "item": ITEM_CF_TOKEN}})
+
+    @classmethod
+    def from_pretrained(cls, save_directory: str | Path, lm: nn.Module, tokenizer, collab_model: nn.Module | None,
+                        is_trainable: bool = False) -> "CollaborativeLM":
+        """Rebuild from ``save_pretrained`` output. ``lm`` is the *base* model (``load_backbone`` of the same
+        checkpoint); the placeholders are added to it and the saved adapter, if any, is loaded on top (for a
+        saved full fine-tune, pass ``load_backbone(save_directory)`` instead). ``collab_model`` is an instance
+        of the same ID-model class; its saved weights are loaded into it."""
+        save_directory = Path(save_directory)
+        config = _read_config(save_directory)
+        token_ids = add_collaborative_tokens(tokenizer, lm)
+        if (save_directory / "adapter_config.json").exists():
+            lm = PeftModel.from_pretrained(lm, save_directory, is_trainable=is_trainable)
+        model = cls(lm, CollaborativeProjector(**config["projector"]), collab_model, token_ids)
+        model._load_projector_and_collab_model(save_directory, config)
+        return model
+
+    def load_pretrained_weights(self, save_directory: str | Path) -> None:
+        """Load ``save_pretrained`` output into this (PEFT-wrapped) model in place: what resuming a Trainer
+        checkpoint needs, since the optimizer already holds these exact parameters."""
+        save_directory = Path(save_directory)
+        if not hasattr(self.lm, "peft_config"):
+            raise ValueError("in-place loading needs a PEFT-wrapped LM; reload a full fine-tune with "
+                             f"load_backbone({str(save_directory)!r})")
+        set_peft_model_state_dict(self.lm, load_file(save_directory / "adapter_model.safetensors"))
+        self._load_projector_and_collab_model(save_directory, _read_config(save_directory))
+
+    def _load_projector_and_collab_model(self, save_directory: Path, config: dict) -> None:
+        if config["token_ids"] != self.token_ids._asdict():
+            raise ValueError(f"{save_directory / CONFIG_NAME}: placeholders were ids {config['token_ids']} at save "
+                             f"time but are {self.token_ids._asdict()} now; use the same base model and tokenizer")
+        if config["projector"] != self.projector.config:
+            raise ValueError(f"{save_directory / CONFIG_NAME}: saved projector {config['projector']} does not match "
+                             f"this model's {self.projector.config}")
+        load_model(self.projector, str(save_directory / PROJECTOR_NAME))
+        collab_weights = save_directory / COLLAB_MODEL_DIR / "model.safetensors"
+        if self.collab_model is not None and collab_weights.exists():
+            load_model(self.collab_model, str(collab_weights))
+
+
+def _read_config(save_directory: Path) -> dict:
+    path = save_directory / CONFIG_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: not a CollaborativeLM.save_pretrained directory")
+    return json.loads(path.read_text())

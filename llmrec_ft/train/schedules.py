@@ -1,0 +1,103 @@
+"""The three SASRecLLM training schedules (arXiv 2507.05733, Sec. "Training Strategies") as Trainer stages.
+
+A *stage* is one ``CollaborativeSFTTrainer`` run on one dataset with one :class:`StagedFreezing` plan, in its
+own folder ``<output_dir>/<stage name>/`` (checkpoints) ending with ``final/`` (the trained parts).
+
+* ``dual_stage``: SASRec is pre-trained on its own (``recipes/sasrec.py``); LoRA is pre-trained on
+  *text-only* prompts (collaborative slots left out -- this stage alone is the TALLRec baseline); then the
+  hybrid stage trains LoRA + projector on prompts with the collaborative tokens, starting from both.
+  SASRec stays frozen there unless ``joint_trains_collab`` (the paper's step 4 only unfreezes the mapping).
+* ``hierarchical``: one hybrid stage from a fresh LoRA; LoRA alone first, the projector joins at
+  ``projector_from_step``, SASRec at ``collab_from_step`` -- no two parts start moving at the same time.
+* ``plug_and_play``: LoRA + projector come from an earlier run (``pretrained_hybrid``), SASRec from a
+  *different* checkpoint (e.g. retrained on newer interactions); only the projector is tuned, so the LLM
+  side is reused untouched.
+
+Resuming (``--resume_from_checkpoint true``): a stage whose ``final/`` exists is loaded instead of
+retrained; the unfinished one continues from its latest checkpoint with Trainer's own resume (weights,
+optimizer, scheduler, data order, RNG).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+from transformers import PreTrainedTokenizerBase
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig
+
+from llmrec_ft.llm.collaborative_lm import PROJECTOR_NAME
+from llmrec_ft.train.collator import PointwiseCollator
+from llmrec_ft.train.freezing import FreezeStage, StagedFreezing, collaborative_lm_parts, hierarchical_stages
+from llmrec_ft.train.trainer import CollaborativeSFTTrainer, TrainableCollaborativeLM, load_trainable_weights_
+
+logger = logging.getLogger(__name__)
+
+SCHEDULES = ("dual_stage", "hierarchical", "plug_and_play")
+
+
+@dataclass
+class ScheduleArgs:
+    """Which schedule, and its knobs. Field names double as recipe YAML keys."""
+
+    schedule: str = field(default="dual_stage", metadata={"help": f"One of {SCHEDULES}."})
+    text_stage_max_steps: int | None = field(default=None, metadata={
+        "help": "dual_stage: optimizer steps of the text-only LoRA stage (default: max_steps)."})
+    joint_trains_collab: bool = field(default=False, metadata={
+        "help": "dual_stage: also fine-tune SASRec in the hybrid stage."})
+    projector_from_step: int = field(default=10, metadata={
+        "help": "hierarchical: step from which the projector trains (LoRA alone before)."})
+    collab_from_step: int = field(default=20, metadata={"help": "hierarchical: step from which SASRec trains too."})
+    pretrained_hybrid: str | None = field(default=None, metadata={
+        "help": "plug_and_play: artifact folder of a trained run (its LoRA adapter and projector are reused)."})
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; choose one of {SCHEDULES}")
+        if self.schedule == "plug_and_play" and not self.pretrained_hybrid:
+            raise ValueError("schedule=plug_and_play needs pretrained_hybrid=<artifact folder of a trained run>")
+
+
+def hybrid_stages(args: ScheduleArgs) -> list[FreezeStage]:
+    """The freezing plan of the schedule's (last) hybrid stage."""
+    if args.schedule == "hierarchical":
+        return hierarchical_stages(args.projector_from_step, args.collab_from_step)
+    if args.schedule == "plug_and_play":
+        return [FreezeStage(0, ("projector",))]
+    return [FreezeStage(0, ("lora", "projector", "collab") if args.joint_trains_collab else ("lora", "projector"))]
+
+
+def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedTokenizerBase,
+              train_dataset: datasets.Dataset, stages: list[FreezeStage], training_args: SFTConfig,
+              collaborative: bool, max_steps: int | None = None) -> float:
+    """Train one stage (or load it if already finished); returns the seconds spent."""
+    start = time.perf_counter()
+    stage_dir = Path(training_args.output_dir) / name
+    final_dir = stage_dir / "final"
+    resume = bool(training_args.resume_from_checkpoint) and str(training_args.resume_from_checkpoint).lower() != "false"
+    if resume and (final_dir / PROJECTOR_NAME).exists():
+        logger.warning("stage %s already finished; loading %s", name, final_dir)
+        load_trainable_weights_(model, final_dir)
+        return time.perf_counter() - start
+    args = dataclasses.replace(training_args, output_dir=str(stage_dir), push_to_hub=False,
+                               max_steps=max_steps if max_steps is not None else training_args.max_steps,
+                               resume_from_checkpoint=None)
+    if len(stages) > 1 and args.ddp_find_unused_parameters is None:
+        args.ddp_find_unused_parameters = True  # parts frozen in early stages get no gradient under DDP
+    freezing = StagedFreezing(collaborative_lm_parts(model), stages)
+    trainer = CollaborativeSFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
+                                      data_collator=PointwiseCollator(tokenizer.pad_token_id, collaborative),
+                                      callbacks=[freezing])
+    checkpoint = get_last_checkpoint(str(stage_dir)) if resume and stage_dir.is_dir() else None
+    if checkpoint:
+        logger.warning("stage %s: resuming from %s", name, checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.is_world_process_zero():
+        model.save_pretrained(final_dir)
+    trainer.accelerator.wait_for_everyone()
+    return time.perf_counter() - start

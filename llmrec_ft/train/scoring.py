@@ -1,0 +1,157 @@
+"""Scoring the Yes/No recommender: P(Yes) AUC on warm/cold test sets and sampled-candidate ranking.
+
+P(Yes) is TALLRec's score: at the last prompt position, a softmax over just the two answer logits,
+``sigmoid(logit_yes - logit_no)``. Only that position's logits are computed (``logits_to_keep=1`` on a
+left-padded batch), so scoring never materialises a ``[batch, length, vocab]`` tensor.
+
+The collaborative baseline (SASRec alone) gets two scores, both from the pretrained checkpoint:
+
+* ``next_item``: SASRec's own next-item logit ``<user, item>`` -- what SASRec was trained for;
+* ``classifier``: a logistic regression on frozen SASRec features ``[u * e, u, e]`` fitted on the same
+  Yes/No train samples as the LLM (CoLLM-style CF baselines are trained on the binary labels; this is the
+  cheapest faithful version). Cold items have barely-trained embeddings, which is where SASRec is expected
+  to fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import datasets
+import torch
+from torch import nn
+
+from llmrec_ft.eval import candidate_metrics, roc_auc, sample_negatives
+from llmrec_ft.train.collator import PointwiseCollator, pad
+
+
+def _batches(dataset: datasets.Dataset, batch_size: int):
+    for start in range(0, len(dataset), batch_size):
+        yield dataset.select(range(start, min(start + batch_size, len(dataset)))).to_list()
+
+
+@torch.no_grad()
+def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int,
+                      collaborative: bool, batch_size: int = 16) -> torch.Tensor:
+    """``[N]`` P(Yes) for every encoded sample (its answer token is dropped, the prompt is scored)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    collate = PointwiseCollator(pad_token_id, collaborative=collaborative, padding_side="left", prompt_only=True)
+    scores = []
+    try:
+        for rows in _batches(encoded, batch_size):
+            batch = {key: value.to(device) for key, value in collate(rows).items()}
+            logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
+            scores.append(torch.sigmoid(logits[:, yes_id] - logits[:, no_id]).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(scores) if scores else torch.empty(0)
+
+
+def auc_report(scores: Mapping[str, torch.Tensor], test_sets: Mapping[str, datasets.Dataset]) -> dict:
+    """``{"auc_warm": ..., "auc_cold": ..., "auc_all": ..., "n_warm": ..., "n_cold": ...}``."""
+    report, all_scores, all_labels = {}, [], []
+    for group, dataset in test_sets.items():
+        labels = torch.tensor(dataset["label"])
+        report[f"n_{group}"] = len(labels)
+        report[f"auc_{group}"] = roc_auc(scores[group], labels) if 0 < labels.sum() < len(labels) else None
+        all_scores.append(scores[group])
+        all_labels.append(labels)
+    labels = torch.cat(all_labels)
+    report["auc_all"] = roc_auc(torch.cat(all_scores), labels) if 0 < labels.sum() < len(labels) else None
+    return report
+
+
+def ranking_candidates(ds: datasets.DatasetDict, num_negatives: int, max_users: int | None, cf_max_len: int,
+                       max_history: int, seed: int = 0) -> datasets.Dataset:
+    """Pointwise rows for the sampled ranking protocol: for each test user (the first ``max_users`` of a
+    seeded shuffle), the leave-one-out target then ``num_negatives`` uniformly sampled unseen items, all
+    sharing the user's history. Rows of one user are consecutive, the target first."""
+    test = ds["test"]
+    if max_users is not None and max_users < len(test):
+        test = test.shuffle(seed=seed).select(range(max_users))
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.tensor(test["target"])
+    negatives = sample_negatives(targets, list(test["history"]), len(ds["items"]), num_negatives, generator)
+    cold = [False, *ds["items"]["is_cold"]]
+    rows = []
+    for user, target, negative in zip(test, targets.tolist(), negatives.tolist()):
+        history, liked = user["history"], user["history_liked"]
+        for rank, candidate in enumerate([target, *negative]):
+            rows.append({"user_id": user["user_id"], "position": len(history),
+                         "history": history[-max_history:], "history_liked": liked[-max_history:],
+                         "cf_history": history[-cf_max_len:], "candidate": candidate, "label": int(rank == 0),
+                         "is_cold": cold[candidate]})
+    return datasets.Dataset.from_list(rows)
+
+
+def ranking_report(scores: torch.Tensor, num_negatives: int, ks=(10,)) -> dict:
+    """HR@K / NDCG@K from scores laid out as :func:`ranking_candidates` rows."""
+    per_user = candidate_metrics(scores.reshape(-1, num_negatives + 1), ks)
+    return {name: float(values.double().mean()) for name, values in per_user.items()}
+
+
+@torch.no_grad()
+def sasrec_features(sasrec: nn.Module, samples: datasets.Dataset,
+                    batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(user [N, H], item [N, H])`` SASRec representations of each sample's history and candidate."""
+    was_training = sasrec.training
+    sasrec.eval()
+    device = next(sasrec.parameters()).device
+    users, items = [], []
+    try:
+        for rows in _batches(samples, batch_size):
+            history = pad([row["cf_history"] for row in rows], 0, "left").to(device)
+            candidates = torch.tensor([row["candidate"] for row in rows], device=device)
+            users.append(sasrec.sequence_representation(history).float().cpu())
+            items.append(sasrec.item_embeddings(candidates).float().cpu())
+    finally:
+        sasrec.train(was_training)
+    return torch.cat(users), torch.cat(items)
+
+
+def next_item_scores(sasrec: nn.Module, samples: datasets.Dataset) -> torch.Tensor:
+    user, item = sasrec_features(sasrec, samples)
+    return (user * item).sum(-1)
+
+
+class SASRecClassifier:
+    """Logistic regression on frozen SASRec features, fitted with L-BFGS (full batch, deterministic)."""
+
+    def __init__(self, sasrec: nn.Module, l2: float = 1e-3):
+        self.sasrec, self.l2 = sasrec, l2
+        self.linear: nn.Linear | None = None
+
+    @staticmethod
+    def _features(user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        return torch.cat([user * item, user, item], dim=-1)
+
+    def fit(self, samples: datasets.Dataset, steps: int = 200) -> "SASRecClassifier":
+        x = self._features(*sasrec_features(self.sasrec, samples))
+        mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+        self._norm = (mean, std)
+        x = (x - mean) / std
+        y = torch.tensor(samples["label"], dtype=torch.float32)
+        self.linear = nn.Linear(x.shape[1], 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        optimizer = torch.optim.LBFGS(self.linear.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = nn.functional.binary_cross_entropy_with_logits(self.linear(x).squeeze(-1), y)
+            loss = loss + self.l2 * self.linear.weight.square().sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return self
+
+    @torch.no_grad()
+    def predict(self, samples: datasets.Dataset) -> torch.Tensor:
+        if self.linear is None:
+            raise RuntimeError("call fit() before predict()")
+        mean, std = self._norm
+        x = (self._features(*sasrec_features(self.sasrec, samples)) - mean) / std
+        return torch.sigmoid(self.linear(x).squeeze(-1))

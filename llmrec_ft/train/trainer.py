@@ -1,0 +1,86 @@
+"""TRL's ``SFTTrainer`` for the hybrid ``CollaborativeLM`` (LoRA LM + projector + SASRec).
+
+``SFTTrainer`` is written for Hugging Face causal LMs; the hybrid model is a plain ``nn.Module`` around
+one. Three things differ, and this subclass changes exactly those:
+
+* **Loss.** SFTTrainer's loss runs a fused LM head on ``model.base_model``, which bypasses our
+  ``inputs_embeds`` injection. Here the model's own forward computes the loss from ``labels`` (-100 on
+  every prompt token, so it is the answer-token cross-entropy), i.e. ``transformers.Trainer``'s loss.
+* **Checkpoints.** ``Trainer`` would dump the wrapper's full ``state_dict`` (the frozen base model
+  included, and failing on tied embeddings). A checkpoint instead holds ``CollaborativeLM.save_pretrained``
+  under ``collaborative_lm/``: the PEFT adapter, ``projector.safetensors`` and SASRec -- everything that
+  trains -- next to Trainer's usual optimizer, scheduler, RNG and state files.
+* **Resume.** ``_load_from_checkpoint`` loads those three parts back into the live model in place, so
+  ``trainer.train(resume_from_checkpoint=...)`` continues with the same weights, optimizer moments, data
+  order and RNG state as the interrupted run.
+
+Data arrive pre-tokenized (``dataset_kwargs={"skip_prepare_dataset": True}``, ``remove_unused_columns=False``)
+and are batched by :class:`~llmrec_ft.train.collator.PointwiseCollator`; Accelerate (through Trainer) handles
+devices, mixed precision and distribution. There is no training loop here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from peft import set_peft_model_state_dict
+from peft.utils import load_peft_weights
+from safetensors.torch import load_model
+from transformers import Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
+from trl import SFTTrainer
+
+from llmrec_ft.llm.collaborative_lm import COLLAB_MODEL_DIR, PROJECTOR_NAME, CollaborativeLM
+
+CHECKPOINT_MODEL_DIR = "collaborative_lm"
+
+
+class TrainableCollaborativeLM(CollaborativeLM):
+    """``CollaborativeLM`` plus the one ``PreTrainedModel`` method SFTTrainer calls on any model it trains."""
+
+    def add_model_tags(self, tags) -> None:
+        self.lm.add_model_tags(tags)
+
+
+def load_trainable_weights_(model: CollaborativeLM, directory: str | Path) -> None:
+    """Load a ``CollaborativeLM.save_pretrained`` folder into ``model`` in place (adapter, projector, SASRec)."""
+    directory = Path(directory)
+    if not (directory / PROJECTOR_NAME).exists():
+        raise FileNotFoundError(f"{directory}: no {PROJECTOR_NAME}; not a CollaborativeLM checkpoint")
+    if hasattr(model.lm, "peft_config"):
+        result = set_peft_model_state_dict(model.lm, load_peft_weights(str(directory)))
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"{directory}: adapter weights {result.unexpected_keys[:3]}... do not fit the model")
+    load_model(model.projector, str(directory / PROJECTOR_NAME))
+    collab_weights = directory / COLLAB_MODEL_DIR / "model.safetensors"
+    if model.collab_model is not None and collab_weights.exists():
+        load_model(model.collab_model, str(collab_weights))
+
+
+class CollaborativeSFTTrainer(SFTTrainer):
+    """``SFTTrainer`` whose model is a :class:`TrainableCollaborativeLM` (see the module docstring)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.args.load_best_model_at_end:
+            raise ValueError("load_best_model_at_end is not supported: the recipe evaluates after training")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if not self.args.should_save:
+            return
+        output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir / CHECKPOINT_MODEL_DIR)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        load_trainable_weights_(model, Path(resume_from_checkpoint) / CHECKPOINT_MODEL_DIR)

@@ -1,0 +1,87 @@
+"""Scoring: P(Yes) from the answer logits, AUC by warm/cold group, sampled-candidate ranking, SASRec baselines."""
+
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+
+from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
+from llmrec_ft.data import DataConfig, build_dataset, num_items
+from llmrec_ft.llm.prompts import load_prompt
+from llmrec_ft.train.pointwise_data import PointwiseConfig, answer_token_ids, build_pointwise_samples, encode_pointwise
+from llmrec_ft.train.scoring import (SASRecClassifier, auc_report, next_item_scores, ranking_candidates,
+                                     ranking_report, sasrec_features, yes_probabilities)
+from llmrec_ft.train.tiny import save_tiny_backbone, tiny_collaborative_lm
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def ds():
+    dataset, _ = build_dataset(DataConfig(dataset="ml-100k-grouplens", data_path=str(FIXTURES / "ml-100k")))
+    return dataset
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(ds, tmp_path_factory):
+    backbone = save_tiny_backbone(tmp_path_factory.mktemp("tiny") / "llama", "llama", hidden_size=32, num_layers=2)
+    model, tokenizer = tiny_collaborative_lm(backbone, num_items(ds))
+    torch.nn.init.normal_(model.lm.base_model.model.model.layers[0].self_attn.v_proj.lora_B["default"].weight)
+    return model.eval(), tokenizer
+
+
+def test_yes_probability_is_the_two_way_softmax_at_the_last_prompt_token(ds, model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    samples = build_pointwise_samples(ds, PointwiseConfig(max_history=4))["train"].select(range(5))
+    encoded = encode_pointwise(samples, tokenizer, load_prompt("yes_no"), ["", *ds["items"]["title"]], True, 4)
+    yes, no = answer_token_ids(tokenizer)
+    batched = yes_probabilities(model, encoded, tokenizer.pad_token_id, yes, no, collaborative=True, batch_size=5)
+    with torch.no_grad():
+        for i, row in enumerate(encoded):
+            prompt = torch.tensor([row["input_ids"][:-1]])
+            logits = model(input_ids=prompt, cf_history=torch.tensor([row["cf_history"]]),
+                           cf_items=torch.tensor([row["cf_items"]])).logits[0, -1]
+            expected = torch.softmax(logits[[yes, no]], dim=0)[0]
+            torch.testing.assert_close(batched[i], expected, atol=1e-5, rtol=1e-4)
+    one_by_one = yes_probabilities(model, encoded, tokenizer.pad_token_id, yes, no, collaborative=True, batch_size=1)
+    torch.testing.assert_close(batched, one_by_one, atol=1e-5, rtol=1e-4)  # padding does not change a score
+    assert batched.std() > 0
+
+
+def test_auc_report_by_group():
+    groups = {"warm": datasets.Dataset.from_dict({"label": [0, 1, 0, 1]}),
+              "cold": datasets.Dataset.from_dict({"label": [1, 0, 1]})}
+    scores = {"warm": torch.tensor([0.1, 0.9, 0.2, 0.8]), "cold": torch.tensor([0.2, 0.9, 0.1])}
+    report = auc_report(scores, groups)
+    assert report["auc_warm"] == 1.0 and report["auc_cold"] == 0.0
+    assert report["n_warm"] == 4 and report["n_cold"] == 3
+    assert 0 < report["auc_all"] < 1
+    one_class = {"cold": datasets.Dataset.from_dict({"label": [1]})}
+    assert auc_report({"cold": torch.tensor([0.3])}, one_class)["auc_cold"] is None
+
+
+def test_ranking_candidates_layout_and_metrics(ds):
+    rows = ranking_candidates(ds, num_negatives=2, max_users=None, cf_max_len=3, max_history=2, seed=0)
+    assert len(rows) == 3 * len(ds["test"])
+    for user, start in zip(ds["test"], range(0, len(rows), 3)):
+        target, *negatives = rows.select(range(start, start + 3))
+        assert target["candidate"] == user["target"] and target["label"] == 1
+        assert all(n["label"] == 0 and n["candidate"] not in user["history"] + [user["target"]] for n in negatives)
+        assert target["cf_history"] == user["history"][-3:] and target["history"] == user["history"][-2:]
+    perfect = torch.tensor(rows["label"], dtype=torch.float)
+    assert ranking_report(perfect, 2, ks=(1,))["hr@1"] == 1.0
+    assert ranking_report(-perfect, 2, ks=(1,))["hr@1"] == 0.0
+
+
+def test_sasrec_baselines(ds):
+    torch.manual_seed(0)
+    sasrec = SASRec(SASRecConfig(num_items=num_items(ds), hidden_size=8, num_blocks=1, max_len=10, dropout=0.0))
+    samples = build_pointwise_samples(ds, PointwiseConfig(cf_max_len=10, train_samples_per_user=100))["train"]
+    user, item = sasrec_features(sasrec, samples)
+    torch.testing.assert_close(next_item_scores(sasrec, samples), (user * item).sum(-1))
+    # A label that is a linear function of the item embedding: the logistic head must recover it.
+    direction = torch.randn(8)
+    labelled = samples.remove_columns("label").add_column("label", ((item @ direction) > 0).long().tolist())
+    predicted = SASRecClassifier(sasrec).fit(labelled).predict(labelled)
+    assert ((predicted > 0.5).long() == torch.tensor(labelled["label"])).float().mean() > 0.9
