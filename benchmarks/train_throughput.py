@@ -49,11 +49,10 @@ import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.io import write_json
-from llmrec_ft.llm.answer_loss import answer_only_loss
+from llmrec_ft.llm.backbone import compile_decoder_layers
 from llmrec_ft.llm.collaborative_lm import CollaborativeLM
 from llmrec_ft.llm.packing import PackedCollator, register_varlen_attention
 from llmrec_ft.llm.projector import CollaborativeProjector
@@ -164,35 +163,6 @@ def collate(variant: Variant, samples: list[dict]) -> dict:
 # --------------------------------------------------------------------------------------------- model
 
 
-class PackedCollaborativeLM(CollaborativeLM):
-    """TEMPORARY until wired into ``CollaborativeLM``: packed user slots + ``answer_only_loss`` switch."""
-
-    answer_only_loss = False
-
-    def embed(self, input_ids, cf_history=None, cf_items=None):
-        if cf_history is None or cf_history.shape[0] == input_ids.shape[0]:
-            return super().embed(input_ids, cf_history, cf_items)
-        k = self.projector.tokens_per_slot
-        embeds = self.lm.get_input_embeddings()(input_ids)
-        user_mask = input_ids == self.token_ids.user
-        if int(user_mask.sum()) != k * cf_history.shape[0]:
-            raise ValueError("packed batch: user placeholders do not match the histories")
-        vectors = self.projector(self.collab_model.sequence_representation(cf_history))
-        embeds = self._scatter(embeds, user_mask, vectors)
-        item_mask = input_ids == self.token_ids.item
-        vectors = self.projector(self.collab_model.item_embeddings(cf_items[cf_items > 0]))
-        return self._scatter(embeds, item_mask, vectors)
-
-    def forward(self, input_ids, attention_mask=None, labels=None, cf_history=None, cf_items=None, **kwargs):
-        if labels is None or not self.answer_only_loss:
-            return super().forward(input_ids, attention_mask, labels, cf_history, cf_items, **kwargs)
-        kwargs.pop("use_cache", None)
-        out = answer_only_loss(self.lm, labels, num_items_in_batch=kwargs.pop("num_items_in_batch", None),
-                               inputs_embeds=self.embed(input_ids, cf_history, cf_items),
-                               attention_mask=attention_mask, **kwargs)
-        return CausalLMOutputWithPast(loss=out.loss, logits=out.logits)
-
-
 def model_config(shape: str):
     config_class, values = SHAPES[shape]
     return config_class(**values, attention_dropout=0.0, use_cache=False)
@@ -231,7 +201,7 @@ def build(shape: str, device: str, qlora: bool):
     sasrec.requires_grad_(False)  # pre-trained and frozen in the joint stage, as in dual-stage training
     projector = CollaborativeProjector(64, 320, config.hidden_size).to(device)
     projector.scale_to_embedding_norm_(sasrec.item_embeddings.weight[1:], lm.get_input_embeddings().weight)
-    return PackedCollaborativeLM(lm, projector, sasrec, token_ids), token_ids
+    return CollaborativeLM(lm, projector, sasrec, token_ids), token_ids
 
 
 def set_checkpointing(model: CollaborativeLM, mode: str) -> None:
@@ -264,8 +234,7 @@ def run_variant(model, variant: Variant, batches: list[dict], device: str, warmu
     set_checkpointing(model, variant.checkpointing)
     model.answer_only_loss = variant.answer_only
     if variant.compile:
-        for layer in lm_base.get_decoder().layers:
-            layer.compile(dynamic=True)
+        compile_decoder_layers(model.lm)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device == "cuda")
     model.train()

@@ -34,7 +34,8 @@ from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.collab.trainer import RankingTrainingArguments, save_pretrained_atomic, train_id_model
 from llmrec_ft.data import DataConfig, num_items, prepare_dataset
 from llmrec_ft.io import write_json
-from llmrec_ft.llm.backbone import EMBEDDED_MODEL, load_backbone
+from llmrec_ft.llm.backbone import EMBEDDED_MODEL, compile_decoder_layers, load_backbone
+from llmrec_ft.llm.packing import padded_batch_attention
 from llmrec_ft.llm.projector import CollaborativeProjector
 from llmrec_ft.llm.prompts import load_prompt
 from llmrec_ft.llm.tokens import add_collaborative_tokens
@@ -53,7 +54,8 @@ logger = logging.getLogger(__name__)
 class ModelArgs:
     model_name_or_path: str = field(default=EMBEDDED_MODEL, metadata={"help": "Hub id, local dir or embedded name."})
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16."})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa | flash_attention_2 | eager."})
+    attn_implementation: str = field(default="sdpa", metadata={
+        "help": "sdpa | llmrec_varlen (PyTorch varlen FlashAttention; with padding_free) | flash_attention_2 | eager."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: 4-bit base model (bitsandbytes, GPU)."})
     load_in_8bit: bool = field(default=False, metadata={"help": "8-bit base model (bitsandbytes, GPU)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
@@ -65,6 +67,10 @@ class ModelArgs:
     cf_tokens_per_slot: int = field(default=1, metadata={"help": "LLM tokens per projected SASRec vector."})
     item_text_field: str = field(default="title", metadata={"help": "Item column shown in prompts: title | text."})
     max_prompt_tokens: int | None = field(default=None, metadata={"help": "Drop oldest history beyond this."})
+    answer_only_loss: bool = field(default=True, metadata={
+        "help": "Apply the LM head only where a label is (the answer): same loss, no [batch, length, vocab] logits."})
+    compile_layers: bool = field(default=False, metadata={
+        "help": "torch.compile each decoder layer (GPU speed; seconds of compilation at the start)."})
 
 
 @dataclass
@@ -119,8 +125,9 @@ def llm_report(model, tokenizer, encoded_tests, encoded_ranking, collaborative: 
     def score(data):
         return yes_probabilities(model, data, tokenizer.pad_token_id, yes, no, collaborative, batch_size)
 
-    report = {**auc_report({g: score(s) for g, s in encoded_tests.items()}, encoded_tests),
-              **ranking_report(score(encoded_ranking), negatives)}
+    with padded_batch_attention(model):  # scoring batches are padded
+        report = {**auc_report({g: score(s) for g, s in encoded_tests.items()}, encoded_tests),
+                  **ranking_report(score(encoded_ranking), negatives)}
     report["eval_seconds"] = time.perf_counter() - start
     return report
 
@@ -135,7 +142,8 @@ def build_model(model_args: ModelArgs, schedule_args: ScheduleArgs, sasrec: SASR
         if trained.projector.in_dim != sasrec.config.hidden_size:
             raise ValueError(f"the new SASRec is {sasrec.config.hidden_size}-d but the projector expects "
                              f"{trained.projector.in_dim}-d")
-        return TrainableCollaborativeLM(trained.lm, trained.projector, sasrec, trained.token_ids), tokenizer
+        return TrainableCollaborativeLM(trained.lm, trained.projector, sasrec, trained.token_ids,
+                                        answer_only_loss=model_args.answer_only_loss), tokenizer
     lm, tokenizer = load_backbone(model_args.model_name_or_path, dtype=model_args.dtype,
                                   attn_implementation=model_args.attn_implementation,
                                   load_in_4bit=model_args.load_in_4bit, load_in_8bit=model_args.load_in_8bit)
@@ -151,7 +159,10 @@ def build_model(model_args: ModelArgs, schedule_args: ScheduleArgs, sasrec: SASR
     projector = CollaborativeProjector(sasrec.config.hidden_size, model_args.projector_hidden_dim,
                                        embeddings.embedding_dim, model_args.cf_tokens_per_slot).to(device)
     projector.scale_to_embedding_norm_(sasrec.all_item_embeddings()[1:].detach(), embeddings.weight)
-    return TrainableCollaborativeLM(lm, projector.to(device), sasrec, token_ids), tokenizer
+    if model_args.compile_layers:
+        compile_decoder_layers(lm)
+    return TrainableCollaborativeLM(lm, projector.to(device), sasrec, token_ids,
+                                    answer_only_loss=model_args.answer_only_loss), tokenizer
 
 
 def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataConfig, sasrec_args: SASRecArgs,

@@ -141,6 +141,12 @@ def test_masked_item_windows_cover_every_item():
         masked_item_windows(datasets.Dataset.from_dict({"items": [[1, 0, 2]]}), max_len=4)
 
 
+def test_adapter_must_cover_the_whole_catalogue():
+    text = torch.randn(NUM_ITEMS - 1, 12)
+    with pytest.raises(ValueError, match="20 items but the text embeddings have 19"):
+        attach_adapter(gru4rec(), build_adapter("linear", text, 16))
+
+
 def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="mask_prob"):
         BERT4RecConfig(num_items=5, mask_prob=1.5)

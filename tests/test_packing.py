@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
 
-from llmrec_ft.llm.packing import VARLEN_ATTENTION, PackedCollator, register_varlen_attention
+from llmrec_ft.llm.packing import VARLEN_ATTENTION, PackedCollator, padded_batch_attention, register_varlen_attention
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=97, max_position_embeddings=256)
@@ -80,3 +80,14 @@ def test_varlen_rejects_padded_batches():
     ids = torch.tensor([[5, 6, 7], [8, 9, 0]])
     with pytest.raises(ValueError, match="padding-free"):
         model(input_ids=ids, attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]))
+
+
+def test_padded_batch_attention_switches_temporarily():
+    model = tiny_model("llama", VARLEN_ATTENTION)
+    ids, mask = torch.tensor([[5, 6, 7], [8, 9, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]])
+    with torch.no_grad(), padded_batch_attention(model):
+        scored = model(input_ids=ids, attention_mask=mask).logits
+    assert model.config._attn_implementation == VARLEN_ATTENTION
+    reference = tiny_model("llama", "sdpa")
+    with torch.no_grad():
+        torch.testing.assert_close(scored, reference(input_ids=ids, attention_mask=mask).logits)

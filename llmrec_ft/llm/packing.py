@@ -22,6 +22,7 @@ Which backend pays on a GPU (measured in ``benchmarks/train_throughput.py``):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 
@@ -136,7 +137,13 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
                          f"({sliding_window}); {VARLEN_ATTENTION!r} implements full causal attention only")
     q, k, v = (t.transpose(1, 2).reshape(batch * length, t.shape[1], head_dim) for t in (query, key, value))
     if q.is_cuda and _torch_varlen_attn is not None:
-        out = _flash_varlen(q, k, v, cu_seqlens, max_len, scaling)
+        if q.dtype not in (torch.float16, torch.bfloat16):  # fp32 weights under autocast: RoPE promotes q, k
+            if not torch.is_autocast_enabled("cuda"):
+                raise ValueError(f"{VARLEN_ATTENTION!r} runs in bf16/fp16: load the model in bf16 or train with bf16")
+            dtype = torch.get_autocast_dtype("cuda")
+            out = _flash_varlen(q.to(dtype), k.to(dtype), v.to(dtype), cu_seqlens, max_len, scaling).to(q.dtype)
+        else:
+            out = _flash_varlen(q, k, v, cu_seqlens, max_len, scaling)
     else:
         out = _reference_varlen(q, k, v, cu_seqlens, scaling)
     return out.reshape(batch, length, heads, head_dim), None
@@ -151,3 +158,23 @@ def register_varlen_attention() -> str:
     AttentionInterface.register(VARLEN_ATTENTION, varlen_attention_forward)
     AttentionMaskInterface.register(VARLEN_ATTENTION, flash_attention_mask)
     return VARLEN_ATTENTION
+
+
+@contextlib.contextmanager
+def padded_batch_attention(model: torch.nn.Module, fallback: str = "sdpa"):
+    """Run a ``VARLEN_ATTENTION`` model on padded batches (scoring, generation) with ``fallback`` meanwhile.
+
+    ``model`` is an HF causal LM, PEFT-wrapped or not, or a wrapper holding one as ``.lm``; other
+    attention implementations are left alone.
+    """
+    lm = getattr(model, "lm", model)
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    current = base.config._attn_implementation
+    if current != VARLEN_ATTENTION:
+        yield
+        return
+    base.set_attn_implementation(fallback)
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(current)

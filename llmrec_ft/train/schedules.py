@@ -13,6 +13,10 @@ own folder ``<output_dir>/<stage name>/`` (checkpoints) ending with ``final/`` (
   *different* checkpoint (e.g. retrained on newer interactions); only the projector is tuned, so the LLM
   side is reused untouched.
 
+Padding-free batches: ``--padding_free true`` (TRL's own flag) trains on ``PackedCollator`` batches (all
+prompts of a micro-batch in one row, no pad tokens) instead of padded ones; pair it with
+``attn_implementation: llmrec_varlen`` on GPUs (``llmrec_ft.llm.packing`` explains why).
+
 Resuming (``--resume_from_checkpoint true``): a stage whose ``final/`` exists is loaded instead of
 retrained; the unfinished one continues from its latest checkpoint with Trainer's own resume (weights,
 optimizer, scheduler, data order, RNG).
@@ -32,6 +36,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
 
 from llmrec_ft.llm.collaborative_lm import PROJECTOR_NAME
+from llmrec_ft.llm.packing import PackedCollator
 from llmrec_ft.train.collator import PointwiseCollator
 from llmrec_ft.train.freezing import FreezeStage, StagedFreezing, collaborative_lm_parts, hierarchical_stages
 from llmrec_ft.train.trainer import CollaborativeSFTTrainer, TrainableCollaborativeLM, load_trainable_weights_
@@ -84,19 +89,26 @@ def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedT
         logger.warning("stage %s already finished; loading %s", name, final_dir)
         load_trainable_weights_(model, final_dir)
         return time.perf_counter() - start
+    # TRL refuses a custom collator with padding_free=True; ours packs instead (see module doc)
     args = dataclasses.replace(training_args, output_dir=str(stage_dir), push_to_hub=False,
                                max_steps=max_steps if max_steps is not None else training_args.max_steps,
-                               resume_from_checkpoint=None)
+                               resume_from_checkpoint=None, padding_free=False)
     if len(stages) > 1 and args.ddp_find_unused_parameters is None:
         args.ddp_find_unused_parameters = True  # parts frozen in early stages get no gradient under DDP
     freezing = StagedFreezing(collaborative_lm_parts(model), stages)
+    if not training_args.padding_free:
+        collator = PointwiseCollator(tokenizer.pad_token_id, collaborative)
+    elif collaborative:
+        collator = PackedCollator(row_fields=("cf_history",), concat_fields=("cf_items",))
+    else:
+        collator = PackedCollator()
     trainer = CollaborativeSFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                                      data_collator=PointwiseCollator(tokenizer.pad_token_id, collaborative),
-                                      callbacks=[freezing])
+                                      data_collator=collator, callbacks=[freezing])
     checkpoint = get_last_checkpoint(str(stage_dir)) if resume and stage_dir.is_dir() else None
     if checkpoint:
         logger.warning("stage %s: resuming from %s", name, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_state()  # <stage>/trainer_state.json: losses, train_runtime, tokens seen (benchmarks read it)
     if trainer.is_world_process_zero():
         model.save_pretrained(final_dir)
     trainer.accelerator.wait_for_everyone()
