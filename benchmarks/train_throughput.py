@@ -125,6 +125,7 @@ def ladder(shape: str, quick: bool) -> list[Variant]:
         rows += [replace(best, name=f"+ {4 * n} samples/step, checkpoint half", samples=4 * n, checkpointing="half")]
         rows += [replace(best, name="QLoRA (NF4), checkpoint all", qlora=True)]
     rows += [replace(fast, name="+ torch.compile (layers)", compile=True),
+             replace(fast, name=f"+ torch.compile, {2 * n} samples/step", compile=True, samples=2 * n),
              replace(fast, name=f"+ torch.compile, {4 * n} samples/step", compile=True, samples=4 * n)]
     return rows
 

@@ -62,7 +62,9 @@ class SpecTranArgs:
     text_layer: int = field(default=-1, metadata={"help": "Hidden layer of the LLM to pool (-1 = last)."})
     text_batch_size: int = field(default=32, metadata={"help": "Item texts per LLM forward pass."})
     mlp_hidden_size: int = field(default=256, metadata={"help": "MLP adapter hidden width."})
-    adapter_dropout: float = field(default=0.1, metadata={"help": "Dropout inside the MLP / SpecTran adapters."})
+    mlp_dropout: float = field(default=0.1, metadata={"help": "Dropout between the MLP adapter's layers."})
+    spectran_dropout: float = field(default=0.0, metadata={
+        "help": "Dropout in SpecTran's spectrum transformer (it perturbs all items at once; 0 recommended)."})
     spectran_model_dim: int = field(default=64, metadata={"help": "SpecTran: width of the component tokens."})
     spectran_layers: int = field(default=1, metadata={"help": "SpecTran: Transformer layers over the spectrum."})
     spectran_heads: int = field(default=2, metadata={"help": "SpecTran: attention heads."})
@@ -84,10 +86,10 @@ def build_backbone(args: SpecTranArgs, catalog_size: int):
 def adapter_kwargs(args: SpecTranArgs) -> dict:
     """Constructor arguments of the chosen adapter (saved to ``adapter_config.json``)."""
     if args.adapter == "mlp":
-        return {"hidden_dim": args.mlp_hidden_size, "dropout": args.adapter_dropout}
+        return {"hidden_dim": args.mlp_hidden_size, "dropout": args.mlp_dropout}
     if args.adapter == "spectran":
         return {"model_dim": args.spectran_model_dim, "num_layers": args.spectran_layers,
-                "num_heads": args.spectran_heads, "dropout": args.adapter_dropout, "shrink": args.spectran_shrink}
+                "num_heads": args.spectran_heads, "dropout": args.spectran_dropout, "shrink": args.spectran_shrink}
     return {}
 
 
