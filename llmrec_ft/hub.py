@@ -17,6 +17,7 @@ The folder is written atomically. ``push_to_hub`` uploads it with ``huggingface_
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -25,7 +26,7 @@ from huggingface_hub import HfApi
 from llmrec_ft.collab.sasrec import SASRec
 from llmrec_ft.io import atomic_path
 from llmrec_ft.llm.backbone import EMBEDDED_MODEL, load_backbone
-from llmrec_ft.llm.collaborative_lm import COLLAB_MODEL_DIR, CollaborativeLM
+from llmrec_ft.llm.collaborative_lm import COLLAB_MODEL_DIR, PROJECTOR_NAME, CollaborativeLM
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -67,11 +68,17 @@ def _flatten(metrics: dict, prefix: str = "") -> dict:
     return flat
 
 
-def save_artifacts(directory: str | Path, model: CollaborativeLM, tokenizer, config: dict, metrics: dict) -> Path:
-    """Write the artifact folder (see module docstring) atomically; returns its path."""
-    directory = Path(directory)
+def save_artifacts(directory: str | Path, model_dir: str | Path, tokenizer, config: dict, metrics: dict) -> Path:
+    """Write the artifact folder (see module docstring) atomically; returns its path.
+
+    ``model_dir`` is a ``CollaborativeLM.save_pretrained`` folder (a finished stage's, see
+    ``llmrec_ft.train.schedules.final_model_dir``): copying what Trainer saved, rather than saving the live
+    model again, is what works when the live weights are FSDP shards or ZeRO-3 partitions."""
+    directory, model_dir = Path(directory), Path(model_dir)
+    if not (model_dir / PROJECTOR_NAME).exists():
+        raise FileNotFoundError(f"{model_dir}: no {PROJECTOR_NAME}; not a CollaborativeLM.save_pretrained folder")
     with atomic_path(directory) as tmp:
-        model.save_pretrained(tmp)
+        shutil.copytree(model_dir, tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=True))
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")

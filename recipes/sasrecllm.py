@@ -42,10 +42,11 @@ from llmrec_ft.llm.tokens import add_collaborative_tokens
 from llmrec_ft.train.freezing import FreezeStage
 from llmrec_ft.train.pointwise_data import (PointwiseConfig, answer_token_ids, build_pointwise_samples,
                                             encode_pointwise, warm_cold_test_sets)
-from llmrec_ft.train.schedules import ScheduleArgs, hybrid_stages, run_stage
+from llmrec_ft.train.schedules import ScheduleArgs, final_model_dir, hybrid_stages, run_stage
 from llmrec_ft.train.scoring import (SASRecClassifier, auc_report, next_item_scores, ranking_candidates,
                                      ranking_report, yes_probabilities)
 from llmrec_ft.train.trainer import TrainableCollaborativeLM
+from llmrec_ft.train.zero3 import whole_weights
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,8 @@ def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataCon
                                       sample_args.cf_max_len, sample_args.max_history, seed=sample_args.sample_seed)
 
     start = time.perf_counter()
-    sasrec, sasrec_path = load_or_train_sasrec(sasrec_args, ds, training_args)
+    with whole_weights(training_args):
+        sasrec, sasrec_path = load_or_train_sasrec(sasrec_args, ds, training_args)
     timings["sasrec_pretrain"] = time.perf_counter() - start
     if sample_args.cf_max_len > sasrec.config.max_len:
         raise ValueError(f"cf_max_len={sample_args.cf_max_len} exceeds the SASRec checkpoint's max_len "
@@ -192,7 +194,8 @@ def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataCon
                                          eval_args.ranking_negatives)
 
     set_seed(training_args.seed)
-    model, tokenizer = build_model(model_args, schedule_args, sasrec)
+    with whole_weights(training_args):
+        model, tokenizer = build_model(model_args, schedule_args, sasrec)
     titles = ["", *ds["items"][model_args.item_text_field]]
     template = load_prompt("yes_no")
 
@@ -220,7 +223,8 @@ def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataCon
                   **dataclasses.asdict(sasrec_args), **dataclasses.asdict(schedule_args),
                   **dataclasses.asdict(eval_args), "sasrec_checkpoint": sasrec_path,
                   "training": training_args.to_dict()}
-        artifacts = hub.save_artifacts(output_dir / "artifacts", model, tokenizer, config, metrics)
+        artifacts = hub.save_artifacts(output_dir / "artifacts", final_model_dir(output_dir, stage), tokenizer, config,
+                                       metrics)
         write_json(output_dir / "metrics.json", metrics)
         logger.warning("metrics -> %s, artifacts -> %s", output_dir / "metrics.json", artifacts)
         if push:

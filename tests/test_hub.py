@@ -30,7 +30,8 @@ def saved(tmp_path_factory):
     encoded = encode_pointwise(samples, tokenizer, load_prompt("yes_no"), ["", *ds["items"]["title"]], True, 3)
     config = {"model_name_or_path": str(backbone), "dtype": "float32", "schedule": "dual_stage", "dataset": "ml-100k"}
     metrics = {"sasrecllm": {"auc_warm": 0.61, "auc_cold": 0.58}}
-    artifacts = hub.save_artifacts(root / "artifacts", model, tokenizer, config, metrics)
+    model.save_pretrained(root / "model")
+    artifacts = hub.save_artifacts(root / "artifacts", root / "model", tokenizer, config, metrics)
     yes, no = answer_token_ids(tokenizer)
     scores = yes_probabilities(model, encoded, tokenizer.pad_token_id, yes, no, True, batch_size=4)
     return artifacts, encoded, scores, model

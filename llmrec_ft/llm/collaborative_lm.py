@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel, set_peft_model_state_dict
-from safetensors.torch import load_file, load_model, save_model
+from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -145,9 +145,15 @@ class CollaborativeLM(nn.Module):
             raise ValueError(f"batch row {row}: input_ids holds {found[row].item()} {token} placeholders but "
                              f"{argument} gives {supplied[row].item()} vectors {hint}")
 
-    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+    def save_pretrained(self, save_directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None,
+                        **kwargs) -> None:
         """Write the LM (a PEFT adapter if PEFT-wrapped, else the full model), ``projector.safetensors``,
         the ID model's weights under ``collab_model/`` and, last, ``collaborative_lm.json``.
+
+        ``state_dict`` is this wrapper's full state dict as Trainer gathers it under FSDP or DeepSpeed
+        (``accelerator.get_state_dict``), where the live parameters are shards or views into flat buffers;
+        without it the live parameters are saved. Tensors are cloned before writing, so parameters that
+        share one flat storage (DeepSpeed ZeRO-2) save like any others.
 
         Each file is replaced atomically and other files in ``save_directory`` are left alone (Trainer saves
         into folders that also hold its checkpoints and logs). The adapter is saved without the resized
@@ -156,21 +162,23 @@ class CollaborativeLM(nn.Module):
         """
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
+        state_dict = state_dict if state_dict is not None else self.state_dict()
         if hasattr(self.lm, "peft_config"):
             kwargs.setdefault("save_embedding_layers", False)
         with tempfile.TemporaryDirectory(dir=save_directory, prefix=".lm.") as tmp:
-            self.lm.save_pretrained(tmp, **kwargs)
+            self.lm.save_pretrained(tmp, state_dict=_part(state_dict, "lm."), **kwargs)
             for path in Path(tmp).iterdir():
                 os.replace(path, save_directory / path.name)
         with atomic_path(save_directory / PROJECTOR_NAME) as tmp:
-            save_model(self.projector, str(tmp))
+            save_file(_cloned(_part(state_dict, "projector.")), str(tmp))
         if self.collab_model is not None:
+            collab_state = _part(state_dict, "collab_model.")
             with atomic_path(save_directory / COLLAB_MODEL_DIR) as tmp:
                 if hasattr(self.collab_model, "save_pretrained"):
-                    self.collab_model.save_pretrained(tmp)
+                    self.collab_model.save_pretrained(tmp, state_dict=_cloned(collab_state))
                 else:
                     tmp.mkdir()
-                    save_model(self.collab_model, str(tmp / "model.safetensors"))
+                    save_file(_cloned(collab_state), str(tmp / "model.safetensors"))
         write_json(save_directory / CONFIG_NAME, {"projector": self.projector.config,
                                                   "token_ids": self.token_ids._asdict(),
                                                   "tokens": {"user": USER_CF_TOKEN, "item": ITEM_CF_TOKEN}})
@@ -212,6 +220,15 @@ class CollaborativeLM(nn.Module):
         collab_weights = save_directory / COLLAB_MODEL_DIR / "model.safetensors"
         if self.collab_model is not None and collab_weights.exists():
             load_model(self.collab_model, str(collab_weights))
+
+
+def _part(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of one submodule (``prefix`` = ``"projector."`` etc.), with the prefix removed."""
+    return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+
+
+def _cloned(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone().contiguous() for key, value in state_dict.items()}
 
 
 def _read_config(save_directory: Path) -> dict:

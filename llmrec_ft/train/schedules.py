@@ -39,7 +39,8 @@ from llmrec_ft.llm.collaborative_lm import PROJECTOR_NAME
 from llmrec_ft.llm.packing import PackedCollator
 from llmrec_ft.train.collator import PointwiseCollator
 from llmrec_ft.train.freezing import FreezeStage, StagedFreezing, collaborative_lm_parts, hierarchical_stages
-from llmrec_ft.train.trainer import CollaborativeSFTTrainer, TrainableCollaborativeLM, load_trainable_weights_
+from llmrec_ft.train.trainer import (CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer, TrainableCollaborativeLM,
+                                     load_trainable_weights_)
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +78,18 @@ def hybrid_stages(args: ScheduleArgs) -> list[FreezeStage]:
     return [FreezeStage(0, ("lora", "projector", "collab") if args.joint_trains_collab else ("lora", "projector"))]
 
 
+def final_model_dir(output_dir: str | Path, stage: str) -> Path:
+    """Where a finished stage's ``CollaborativeLM.save_pretrained`` folder is (Trainer's ``save_model`` layout)."""
+    return Path(output_dir) / stage / "final" / CHECKPOINT_MODEL_DIR
+
+
 def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedTokenizerBase,
               train_dataset: datasets.Dataset, stages: list[FreezeStage], training_args: SFTConfig,
               collaborative: bool, max_steps: int | None = None) -> float:
     """Train one stage (or load it if already finished); returns the seconds spent."""
     start = time.perf_counter()
     stage_dir = Path(training_args.output_dir) / name
-    final_dir = stage_dir / "final"
+    final_dir = final_model_dir(training_args.output_dir, name)
     resume = bool(training_args.resume_from_checkpoint) and str(training_args.resume_from_checkpoint).lower() != "false"
     if resume and (final_dir / PROJECTOR_NAME).exists():
         logger.warning("stage %s already finished; loading %s", name, final_dir)
@@ -109,7 +115,8 @@ def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedT
         logger.warning("stage %s: resuming from %s", name, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_state()  # <stage>/trainer_state.json: losses, train_runtime, tokens seen (benchmarks read it)
-    if trainer.is_world_process_zero():
-        model.save_pretrained(final_dir)
+    if trainer.is_fsdp_enabled:  # a sharded state dict would save no adapter (PEFT's FSDP examples do the same)
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(final_dir.parent))  # every rank: FSDP / ZeRO-3 gather the weights collectively
     trainer.accelerator.wait_for_everyone()
     return time.perf_counter() - start

@@ -76,7 +76,9 @@ class CollaborativeSFTTrainer(SFTTrainer):
             return
         output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir / CHECKPOINT_MODEL_DIR)
+        # state_dict: what Trainer.save_model gathered from FSDP shards / DeepSpeed partitions (None otherwise)
+        model = self.accelerator.unwrap_model(self.model)
+        model.save_pretrained(output_dir / CHECKPOINT_MODEL_DIR, state_dict=state_dict)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
