@@ -65,7 +65,7 @@ def run_one(config: Path, backbone: str, adapter: str, seed: int, overrides: lis
                                       *overrides])
         start = time.perf_counter()
         metrics = recipe.main(*args)
-        device = str(args[2].device)
+        device = torch.cuda.get_device_name() if args[2].device.type == "cuda" else "CPU"
     return {"backbone": backbone, "adapter": adapter, "seed": seed, "seconds": time.perf_counter() - start,
             "epochs": metrics["epochs_trained"], "device": device, "valid": metrics["valid"], "test": metrics["test"],
             "spectrum": metrics["spectrum"]}
@@ -83,6 +83,7 @@ def summarize(runs: list[dict], backbones: list[str], adapters: list[str]) -> di
             group = [run for run in runs if run["backbone"] == backbone and run["adapter"] == adapter]
             entry = {split: {name: mean_std([run[split]["all"][name] for run in group]) for name in METRICS}
                      for split in ("valid", "test")}
+            entry["device"] = " + ".join(sorted({run["device"] for run in group}))
             entry["epochs"] = mean_std([run["epochs"] for run in group])
             entry["seconds"] = mean_std([run["seconds"] for run in group])
             ranks = [run["spectrum"]["adapted"]["effective_rank"] for run in group if "adapted" in run["spectrum"]]
@@ -156,8 +157,7 @@ def main() -> None:
 
     summary = summarize(runs, args.backbones, args.adapters)
     relative = gains(summary, args.backbones, args.adapters)
-    device = runs[0]["device"]
-    device = torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU"
+    device = " + ".join(sorted({run["device"] for run in runs}))  # --resume can join runs made on other machines
     spectra = {backbone: {} for backbone in args.backbones}
     for run in runs:
         if run["seed"] == args.seeds[0]:
@@ -177,8 +177,8 @@ def main() -> None:
     print(f"\nML-100K leave-one-out, full ranking, test split, {len(args.seeds)} seeds (mean ± std), {device}, "
           f"{len(jobs)} runs in {total / 60:.1f} min with {args.workers} workers\n")
     print("| backbone | item embedding | test NDCG@10 | test HR@10 | valid NDCG@10 | epochs | s/epoch "
-          "| eff. rank (adapted) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| eff. rank (adapted) | device |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     names = {"none": "ID only", "linear": "ID + linear adapter", "mlp": "ID + MLP adapter", "svd": "ID + SVD top-k",
              "spectran": "ID + SpecTran"}
     for key, entry in summary.items():
@@ -188,7 +188,8 @@ def main() -> None:
         rank = entry["adapted_effective_rank"]
         per_epoch = entry["seconds"]["mean"] / entry["epochs"]["mean"]
         print(f"| {backbone} | {names.get(adapter, adapter)} | " + " | ".join(cells) +
-              f" | {entry['epochs']['mean']:.0f} | {per_epoch:.1f} | " + (f"{rank['mean']:.1f}" if rank else "-") + " |")
+              f" | {entry['epochs']['mean']:.0f} | {per_epoch:.1f} | " + (f"{rank['mean']:.1f}" if rank else "-") +
+              f" | {entry['device']} |")
     if relative:
         print("\nSpecTran vs. the best baseline (relative change of the mean test metric):")
         for key, value in relative.items():

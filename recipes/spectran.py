@@ -68,7 +68,7 @@ class SpecTranArgs:
     spectran_model_dim: int = field(default=64, metadata={"help": "SpecTran: width of the component tokens."})
     spectran_layers: int = field(default=1, metadata={"help": "SpecTran: Transformer layers over the spectrum."})
     spectran_heads: int = field(default=2, metadata={"help": "SpecTran: attention heads."})
-    spectran_shrink: float = field(default=0.5, metadata={"help": "SpecTran: Softshrink lambda of the read-out."})
+    spectran_shrink: float = field(default=0.5, metadata={"help": "SpecTran: initial (learned) Softshrink lambda of the attention."})
 
 
 def build_backbone(args: SpecTranArgs, catalog_size: int):

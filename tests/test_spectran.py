@@ -50,38 +50,55 @@ def test_spectran_gradients_reach_every_parameter():
 def test_softshrink_readout_is_sparse_signed_and_lambda_controls_it():
     torch.manual_seed(0)
     sparse = SpecTranAdapter(known_spectrum(), output_dim=8, model_dim=16, num_heads=2, dropout=0.0).eval()
-    weights = sparse.attention()
+    weights = sparse.sparse_attention()
     assert (weights == 0).any() and (weights > 0).any() and (weights < 0).any()
+    assert sparse.shrink == pytest.approx(0.5)
     torch.manual_seed(0)
     dense = SpecTranAdapter(known_spectrum(), output_dim=8, model_dim=16, num_heads=2, dropout=0.0, shrink=0.0)
-    assert (dense.eval().attention() != 0).float().mean() > (weights != 0).float().mean()
+    assert (dense.eval().sparse_attention() != 0).float().mean() > (weights != 0).float().mean()
+    weights.abs().sum().backward()  # the threshold is learned (the paper's learnable λ)
+    assert sparse.shrink_threshold.grad is not None and sparse.shrink_threshold.grad != 0
 
 
-def test_position_encoding_is_a_function_of_the_singular_value_only():
+def test_position_encoding_is_a_diagonal_function_of_the_singular_values():
+    """The paper's A: diagonal on the first d components, A_jj a polynomial of σ_j only."""
+    encoding = SpectralPositionEncoding(3, order=3)
+    with torch.no_grad():
+        encoding.coefficients.copy_(torch.tensor([0.1, 0.5, -0.3, 0.2]))
+    s = torch.tensor([4.0, 2.0, 2.0, 1.0, 0.5])
+    out = encoding(s).detach()
+    assert out.shape == (3, 5)
+    torch.testing.assert_close(out, torch.diag(torch.diag(out)[:3]) @ torch.eye(3, 5))  # zero off the diagonal
+    assert out[1, 1] == out[2, 2]  # equal singular values, equal weights, whatever the index
+    x = s[0] / 4.0
+    assert out[0, 0] == pytest.approx(float(0.1 + 0.5 * x - 0.3 * x**2 + 0.2 * x**3))
+    changed = encoding(torch.tensor([4.0, 2.0, 3.0, 1.0, 0.5])).detach()
+    assert changed[2, 2] != out[2, 2]
+    torch.testing.assert_close(changed[:2], out[:2])
+    wide = SpectralPositionEncoding(8)(s).detach()  # more output dimensions than components: extra rows are zero
+    assert wide.shape == (8, 5) and not wide[5:].any()
+
+
+def test_spectran_starts_as_svd_top_k_and_follows_the_spectrum():
+    """With the attention term at zero, A's initial polynomial (σ/σ_1) makes E_s exactly U_d Σ_d."""
     torch.manual_seed(0)
-    encoding = SpectralPositionEncoding(16)
-    s = torch.tensor([4.0, 2.0, 2.0, 1.0])
-    out = encoding(s)
-    torch.testing.assert_close(out[1], out[2])  # equal singular values, equal encodings, whatever the index
-    assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[3])
-    changed = encoding(torch.tensor([4.0, 2.0, 3.0, 1.0]))
-    assert not torch.allclose(changed[2], out[2])
-    torch.testing.assert_close(changed[[0, 1, 3]], out[[0, 1, 3]])
-
-
-def test_adapter_tokens_follow_the_spectrum_of_the_text_embeddings():
-    """Same directions, one singular value changed: only that component's token (and the output) moves."""
+    text = known_spectrum()
+    adapter = SpecTranAdapter(text, output_dim=8, model_dim=16, num_heads=2)
+    with torch.no_grad():
+        adapter.queries.zero_()
+    torch.testing.assert_close(adapter(), build_adapter("svd", text, 8)(), atol=1e-5, rtol=1e-5)
     s = torch.linspace(3.0, 0.1, 24)
     s2 = s.clone()
     s2[5] = 2.45  # stays between its neighbours (2.50, 2.37), so the order of components is unchanged
-    tokens = []
+    encodings = []
     for values in (s, s2):
         torch.manual_seed(0)
         adapter = SpecTranAdapter(known_spectrum(singular_values=values), output_dim=8, model_dim=16, num_heads=2)
-        tokens.append(adapter.component_tokens().detach())
-    diff = (tokens[0] - tokens[1]).abs().sum(1)
-    assert diff[5] > 1e-3
-    assert torch.all(diff[torch.arange(24) != 5] < 1e-4)
+        encodings.append(adapter.position_encoding().detach())
+    diff = (encodings[0] - encodings[1]).abs()
+    assert diff[5, 5] > 1e-3
+    diff[5, 5] = 0
+    assert torch.all(diff < 1e-5)
 
 
 def test_spectran_learns_a_target_mapping():
@@ -152,13 +169,11 @@ def test_bad_text_embeddings_are_named():
         SpecTranAdapter(known_spectrum(), output_dim=8, model_dim=10, num_heads=3)
 
 
-def test_no_output_dimension_starts_dead_however_small_the_logits():
-    """Softshrink has no gradient inside [-λ, λ]: z-scoring keeps every row partly outside it."""
+def test_no_output_dimension_starts_dead():
+    """Softshrink has no gradient inside [-λ, λ]: at initialization every row must have active entries."""
     torch.manual_seed(0)
     adapter = SpecTranAdapter(known_spectrum(), output_dim=16, model_dim=16, num_heads=2, dropout=0.0, shrink=0.5)
-    with torch.no_grad():
-        adapter.queries.mul_(1e-4)
-    weights = adapter.attention()
+    weights = adapter.sparse_attention()
     assert torch.all((weights != 0).any(1))
     weights.abs().sum().backward()
     assert torch.all(adapter.queries.grad.abs().sum(1) > 0)

@@ -7,8 +7,9 @@ backbone's code.
 
 Fusion is a **sum**, ``e_i = e_i^ID + A(t_i)``: it keeps the backbone's width, makes the ID-only model the
 special case ``A = 0``, and lets the ID table learn the collaborative residual the text does not explain.
-We could not confirm the SpecTran paper's exact fusion operator offline, so the sum is our choice, for the
-reasons above.
+The SpecTran paper fuses the adapted embedding "with the ID embedding" before the backbone, but the operator
+is not in the parts of the paper we could read (see :mod:`llmrec_ft.adapters.spectran`), so the sum is our
+choice, for the reasons above.
 Concatenation would change the backbone's hidden size and break the drop-in property.
 Special ids (0 = padding, ``num_items + 1`` = BERT4Rec's [MASK]) have no text and keep their ID embedding.
 """
