@@ -13,7 +13,7 @@ from llmrec_ft.train.collator import PointwiseCollator
 from llmrec_ft.train.freezing import (FreezeStage, StagedFreezing, collaborative_lm_parts, hierarchical_stages)
 from llmrec_ft.train.pointwise_data import PointwiseConfig, build_pointwise_samples, encode_pointwise
 from llmrec_ft.train.tiny import save_tiny_backbone, tiny_collaborative_lm
-from llmrec_ft.train.trainer import CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer, load_trainable_weights_
+from llmrec_ft.train.trainer import CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -125,7 +125,7 @@ def test_checkpoint_holds_every_trained_part_and_reloads(ds, backbones, tmp_path
     assert (tmp_path / "checkpoint-2" / "optimizer.pt").exists()
     assert not (tmp_path / "checkpoint-2" / "model.safetensors").exists()  # no dump of the frozen base model
     fresh, _ = tiny_collaborative_lm(backbones["llama"], num_items(ds), seed=1)
-    load_trainable_weights_(fresh, saved)
+    fresh.load_pretrained_weights(saved)
     for part, params in collaborative_lm_parts(model).items():
         for a, b in zip(params, collaborative_lm_parts(fresh)[part]):
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=part)

@@ -206,8 +206,11 @@ class CollaborativeLM(nn.Module):
         if not hasattr(self.lm, "peft_config"):
             raise ValueError("in-place loading needs a PEFT-wrapped LM; reload a full fine-tune with "
                              f"load_backbone({str(save_directory)!r})")
-        set_peft_model_state_dict(self.lm, load_file(save_directory / "adapter_model.safetensors"))
-        self._load_projector_and_collab_model(save_directory, _read_config(save_directory))
+        config = _read_config(save_directory)
+        result = set_peft_model_state_dict(self.lm, load_file(save_directory / "adapter_model.safetensors"))
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"{save_directory}: adapter weights {result.unexpected_keys[:3]}... do not fit the model")
+        self._load_projector_and_collab_model(save_directory, config)
 
     def _load_projector_and_collab_model(self, save_directory: Path, config: dict) -> None:
         if config["token_ids"] != self.token_ids._asdict():

@@ -39,8 +39,7 @@ from llmrec_ft.llm.collaborative_lm import PROJECTOR_NAME
 from llmrec_ft.llm.packing import PackedCollator
 from llmrec_ft.train.collator import PointwiseCollator
 from llmrec_ft.train.freezing import FreezeStage, StagedFreezing, collaborative_lm_parts, hierarchical_stages
-from llmrec_ft.train.trainer import (CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer, TrainableCollaborativeLM,
-                                     load_trainable_weights_)
+from llmrec_ft.train.trainer import CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer, TrainableCollaborativeLM
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedT
     resume = bool(training_args.resume_from_checkpoint) and str(training_args.resume_from_checkpoint).lower() != "false"
     if resume and (final_dir / PROJECTOR_NAME).exists():
         logger.warning("stage %s already finished; loading %s", name, final_dir)
-        load_trainable_weights_(model, final_dir)
+        model.load_pretrained_weights(final_dir)
         return time.perf_counter() - start
     # TRL refuses a custom collator with padding_free=True; ours packs instead (see module doc)
     args = dataclasses.replace(training_args, output_dir=str(stage_dir), push_to_hub=False,

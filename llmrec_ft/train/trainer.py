@@ -25,14 +25,11 @@ import os
 from pathlib import Path
 
 import torch
-from peft import set_peft_model_state_dict
-from peft.utils import load_peft_weights
-from safetensors.torch import load_model
 from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from trl import SFTTrainer
 
-from llmrec_ft.llm.collaborative_lm import COLLAB_MODEL_DIR, PROJECTOR_NAME, CollaborativeLM
+from llmrec_ft.llm.collaborative_lm import CollaborativeLM
 
 CHECKPOINT_MODEL_DIR = "collaborative_lm"
 
@@ -42,21 +39,6 @@ class TrainableCollaborativeLM(CollaborativeLM):
 
     def add_model_tags(self, tags) -> None:
         self.lm.add_model_tags(tags)
-
-
-def load_trainable_weights_(model: CollaborativeLM, directory: str | Path) -> None:
-    """Load a ``CollaborativeLM.save_pretrained`` folder into ``model`` in place (adapter, projector, SASRec)."""
-    directory = Path(directory)
-    if not (directory / PROJECTOR_NAME).exists():
-        raise FileNotFoundError(f"{directory}: no {PROJECTOR_NAME}; not a CollaborativeLM checkpoint")
-    if hasattr(model.lm, "peft_config"):
-        result = set_peft_model_state_dict(model.lm, load_peft_weights(str(directory)))
-        if getattr(result, "unexpected_keys", None):
-            raise ValueError(f"{directory}: adapter weights {result.unexpected_keys[:3]}... do not fit the model")
-    load_model(model.projector, str(directory / PROJECTOR_NAME))
-    collab_weights = directory / COLLAB_MODEL_DIR / "model.safetensors"
-    if model.collab_model is not None and collab_weights.exists():
-        load_model(model.collab_model, str(collab_weights))
 
 
 class CollaborativeSFTTrainer(SFTTrainer):
@@ -85,4 +67,4 @@ class CollaborativeSFTTrainer(SFTTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
-        load_trainable_weights_(model, Path(resume_from_checkpoint) / CHECKPOINT_MODEL_DIR)
+        model.load_pretrained_weights(Path(resume_from_checkpoint) / CHECKPOINT_MODEL_DIR)
