@@ -4,8 +4,10 @@ Importing this package registers every backbone with ``AutoConfig``/``AutoModel`
 ``AutoModel.from_pretrained(path)`` loads any saved ID model.
 """
 
+from llmrec_ft.collab.base import SequenceModelOutput, SequentialRecommender
 from llmrec_ft.collab.bert4rec import BERT4Rec, BERT4RecConfig
 from llmrec_ft.collab.gru4rec import GRU4Rec, GRU4RecConfig
-from llmrec_ft.collab.sasrec import SASRec, SASRecConfig, SASRecOutput
+from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 
-__all__ = ["BERT4Rec", "BERT4RecConfig", "GRU4Rec", "GRU4RecConfig", "SASRec", "SASRecConfig", "SASRecOutput"]
+__all__ = ["BERT4Rec", "BERT4RecConfig", "GRU4Rec", "GRU4RecConfig", "SASRec", "SASRecConfig", "SequenceModelOutput",
+           "SequentialRecommender"]

@@ -25,11 +25,10 @@ from dataclasses import dataclass
 
 import datasets
 import torch
-import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers import AutoConfig, AutoModel, PretrainedConfig
 
+from llmrec_ft.collab.base import SequenceModelOutput, SequentialRecommender
 from llmrec_ft.collab.sequences import left_pad, split_into_windows
 
 
@@ -61,13 +60,7 @@ class BERT4RecConfig(PretrainedConfig):
         return self.num_items + 1
 
 
-@dataclass
-class BERT4RecOutput(ModelOutput):
-    loss: torch.FloatTensor | None = None
-    hidden_states: torch.FloatTensor | None = None
-
-
-class BERT4Rec(PreTrainedModel):
+class BERT4Rec(SequentialRecommender):
     """``input_ids``: ``[B, L]`` ids in ``0..num_items + 1`` (0 = padding, left; ``num_items + 1`` = [MASK])."""
 
     config_class = BERT4RecConfig
@@ -87,15 +80,10 @@ class BERT4Rec(PreTrainedModel):
         self.output_bias = nn.Parameter(torch.zeros(config.num_items + 1))
         self.post_init()
 
-    def all_item_embeddings(self) -> torch.Tensor:
-        """``[num_items + 1, H]``: padding and the real items (never [MASK])."""
-        return self.item_embeddings(torch.arange(self.config.num_items + 1, device=self.device))
-
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``[B, L, H]`` bidirectional hidden states; padding positions are zero."""
-        batch, length = input_ids.shape
-        if length > self.config.max_len:
-            raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}; keep the last items")
+        self.check_length(input_ids)
+        length = input_ids.shape[1]
         is_token = input_ids.ne(0)
         if not is_token.any(1).all():
             raise ValueError(f"row {int((~is_token.any(1)).nonzero()[0])} is all padding")
@@ -106,19 +94,17 @@ class BERT4Rec(PreTrainedModel):
         return self.final_norm(x) * is_token[..., None]
 
     def item_logits(self, states: torch.Tensor) -> torch.Tensor:
-        """``[N, H]`` hidden states -> ``[N, num_items + 1]`` scores (column 0 = padding, ``-inf``)."""
-        logits = self.output_transform(states) @ self.all_item_embeddings().T + self.output_bias
-        logits[:, 0] = float("-inf")
-        return logits
+        """BERT's output head: transform, then dot products with the items plus a per-item bias."""
+        return super().item_logits(self.output_transform(states)) + self.output_bias
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> BERT4RecOutput:
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceModelOutput:
         """``labels``: ``[B, L]`` original item at masked positions, 0 elsewhere (no loss)."""
         hidden = self.encode(input_ids)
         loss = None
         if labels is not None:
             labelled = labels.ne(0)
-            loss = F.cross_entropy(self.item_logits(hidden[labelled]).float(), labels[labelled])
-        return BERT4RecOutput(loss=loss, hidden_states=hidden)
+            loss = self.catalog_cross_entropy(hidden[labelled], labels[labelled])
+        return SequenceModelOutput(loss=loss, hidden_states=hidden)
 
     def with_mask_appended(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The history's last ``max_len - 1`` columns followed by a [MASK] column."""
@@ -131,10 +117,6 @@ class BERT4Rec(PreTrainedModel):
     def sequence_representation(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``[B, H]``: the hidden state at the [MASK] appended after the history (the user embedding)."""
         return self.encode(self.with_mask_appended(input_ids))[:, -1]
-
-    def score_all_items(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, num_items + 1]`` next-item scores; column 0 (padding) is ``-inf``."""
-        return self.item_logits(self.sequence_representation(input_ids))
 
 
 def masked_item_windows(train: datasets.Dataset, max_len: int) -> datasets.Dataset:

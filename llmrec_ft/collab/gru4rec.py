@@ -18,13 +18,11 @@ Choices (RecBole's GRU4Rec, which is what ID-model comparisons on ML-100K usuall
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+from llmrec_ft.collab.base import SequenceModelOutput, SequentialRecommender
 
 
 class GRU4RecConfig(PretrainedConfig):
@@ -44,12 +42,6 @@ class GRU4RecConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
 
-@dataclass
-class GRU4RecOutput(ModelOutput):
-    loss: torch.FloatTensor | None = None
-    hidden_states: torch.FloatTensor | None = None
-
-
 def _roll_rows(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """Row ``b`` of ``x`` (``[B, L, ...]``) rotated left by ``shifts[b]`` positions."""
     length = x.shape[1]
@@ -57,7 +49,7 @@ def _roll_rows(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
-class GRU4Rec(PreTrainedModel):
+class GRU4Rec(SequentialRecommender):
     """``input_ids``: ``[B, L]`` item ids, **left**-padded with 0, ``L <= config.max_len``."""
 
     config_class = GRU4RecConfig
@@ -78,14 +70,10 @@ class GRU4Rec(PreTrainedModel):
         else:
             super()._init_weights(module)
 
-    def all_item_embeddings(self) -> torch.Tensor:
-        return self.item_embeddings(torch.arange(self.config.num_items + 1, device=self.device))
-
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``[B, L, H]`` states after each item (left-padded like the input; padding positions are zero)."""
-        batch, length = input_ids.shape
-        if length > self.config.max_len:
-            raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}; keep the last items")
+        self.check_length(input_ids)
+        length = input_ids.shape[1]
         lengths = input_ids.ne(0).sum(1)
         if (lengths == 0).any():
             raise ValueError(f"row {int((lengths == 0).nonzero()[0])} has no item")
@@ -97,16 +85,14 @@ class GRU4Rec(PreTrainedModel):
         hidden = _roll_rows(self.output_proj(out), lengths % length)  # back to left padding
         return hidden * input_ids.ne(0)[..., None]
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> GRU4RecOutput:
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceModelOutput:
         """``labels``: ``[B, L]`` next item at each position (0 = no loss there)."""
         hidden = self.encode(input_ids)
         loss = None
         if labels is not None:
             labelled = labels.ne(0)
-            logits = hidden[labelled] @ self.all_item_embeddings().T
-            logits[:, 0] = float("-inf")  # padding is never the next item
-            loss = F.cross_entropy(logits.float(), labels[labelled])
-        return GRU4RecOutput(loss=loss, hidden_states=hidden)
+            loss = self.catalog_cross_entropy(hidden[labelled], labels[labelled])
+        return SequenceModelOutput(loss=loss, hidden_states=hidden)
 
     def sequence_representation(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``[B, H]``: the state after the most recent item (the user embedding)."""
@@ -114,12 +100,6 @@ class GRU4Rec(PreTrainedModel):
             raise ValueError(f"row {int((input_ids[:, -1] == 0).nonzero()[0])} is right-padded; GRU4Rec expects "
                              "left padding (the most recent item in the last column)")
         return self.encode(input_ids)[:, -1]
-
-    def score_all_items(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, num_items + 1]`` next-item scores; column 0 (padding) is ``-inf``."""
-        scores = self.sequence_representation(input_ids) @ self.all_item_embeddings().T
-        scores[:, 0] = float("-inf")
-        return scores
 
 
 AutoConfig.register(GRU4RecConfig.model_type, GRU4RecConfig)

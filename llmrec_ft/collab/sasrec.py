@@ -24,13 +24,13 @@ Every item lookup, for inputs and for scoring, goes through ``self.item_embeddin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+from llmrec_ft.collab.base import SequenceModelOutput, SequentialRecommender
 
 
 class SASRecConfig(PretrainedConfig):
@@ -58,13 +58,7 @@ class SASRecConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
 
-@dataclass
-class SASRecOutput(ModelOutput):
-    loss: torch.FloatTensor | None = None
-    hidden_states: torch.FloatTensor | None = None
-
-
-class SASRec(PreTrainedModel):
+class SASRec(SequentialRecommender):
     """``input_ids``: ``[B, L]`` item ids, **left**-padded with 0, ``L <= config.max_len``."""
 
     config_class = SASRecConfig
@@ -82,15 +76,10 @@ class SASRec(PreTrainedModel):
         self.final_norm = nn.LayerNorm(hidden)
         self.post_init()
 
-    def all_item_embeddings(self) -> torch.Tensor:
-        """``[num_items + 1, H]``, row 0 = padding; the output layer of the next-item softmax."""
-        return self.item_embeddings(torch.arange(self.config.num_items + 1, device=self.device))
-
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``[B, L, H]`` causal hidden states; padding positions are zero."""
-        batch, length = input_ids.shape
-        if length > self.config.max_len:
-            raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}; keep the last items")
+        self.check_length(input_ids)
+        length = input_ids.shape[1]
         is_item = input_ids.ne(0)
         recency = torch.arange(length - 1, -1, -1, device=input_ids.device)
         x = self.item_embeddings(input_ids) * math.sqrt(self.config.hidden_size) + self.position_embeddings(recency)
@@ -103,19 +92,17 @@ class SASRec(PreTrainedModel):
         x = self.blocks(x, mask=blocked)
         return self.final_norm(x) * is_item[..., None]
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> SASRecOutput:
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceModelOutput:
         """``labels``: ``[B, L]`` next item at each position (0 = no loss there)."""
         hidden = self.encode(input_ids)
         loss = None if labels is None else self.next_item_loss(hidden, labels)
-        return SASRecOutput(loss=loss, hidden_states=hidden)
+        return SequenceModelOutput(loss=loss, hidden_states=hidden)
 
     def next_item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labelled = labels.ne(0)
         states, targets = hidden[labelled], labels[labelled]
         if self.config.loss_type == "ce":
-            logits = states @ self.all_item_embeddings().T
-            logits[:, 0] = float("-inf")  # padding is never the next item
-            return F.cross_entropy(logits.float(), targets)
+            return self.catalog_cross_entropy(states, targets)
         positive = (states * self.item_embeddings(targets)).sum(-1)
         negative_ids = torch.randint(1, self.config.num_items + 1, (len(targets), self.config.num_negatives),
                                      device=targets.device)
@@ -131,12 +118,6 @@ class SASRec(PreTrainedModel):
             raise ValueError(f"row {int(right_padded.nonzero()[0])} is right-padded; SASRec expects left padding "
                              "(the most recent item in the last column)")
         return self.encode(input_ids)[:, -1]
-
-    def score_all_items(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, num_items + 1]`` next-item scores; column 0 (padding) is ``-inf`` so ``topk`` never returns it."""
-        scores = self.sequence_representation(input_ids) @ self.all_item_embeddings().T
-        scores[:, 0] = float("-inf")
-        return scores
 
 
 AutoConfig.register(SASRecConfig.model_type, SASRecConfig)
