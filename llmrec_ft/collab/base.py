@@ -23,7 +23,7 @@ class SequenceModelOutput(ModelOutput):
 
 
 class SequentialRecommender(PreTrainedModel):
-    """Base class: full-catalogue scoring and loss on top of a subclass's ``encode``."""
+    """Base class: the loss, full-catalogue scoring and input checks around a subclass's ``encode``."""
 
     def all_item_embeddings(self) -> torch.Tensor:
         """``[num_items + 1, H]``: padding and the real items (never a special token such as [MASK])."""
@@ -40,6 +40,23 @@ class SequentialRecommender(PreTrainedModel):
         logits = states @ self.all_item_embeddings().T
         logits[:, 0] = float("-inf")
         return logits
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceModelOutput:
+        """``labels``: ``[B, L]`` target item at each position (the next item; BERT4Rec: the masked one),
+        0 where there is no loss."""
+        hidden = self.encode(input_ids)
+        loss = None if labels is None else self.next_item_loss(hidden, labels)
+        return SequenceModelOutput(loss=loss, hidden_states=hidden)
+
+    def next_item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labelled = labels.ne(0)
+        return self.catalog_cross_entropy(hidden[labelled], labels[labelled])
+
+    def check_left_padded(self, input_ids: torch.Tensor) -> None:
+        right_padded = input_ids[:, -1].eq(0)
+        if right_padded.any():
+            raise ValueError(f"row {int(right_padded.nonzero()[0])} is right-padded; {type(self).__name__} expects "
+                             "left padding (the most recent item in the last column)")
 
     def catalog_cross_entropy(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Softmax cross-entropy of ``targets`` (``[N]`` item ids) over the whole catalogue."""

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-from llmrec_ft.collab.base import SequenceModelOutput, SequentialRecommender
+from llmrec_ft.collab.base import SequentialRecommender
 from llmrec_ft.collab.sequences import left_pad, split_into_windows
 
 
@@ -97,20 +97,9 @@ class BERT4Rec(SequentialRecommender):
         """BERT's output head: transform, then dot products with the items plus a per-item bias."""
         return super().item_logits(self.output_transform(states)) + self.output_bias
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceModelOutput:
-        """``labels``: ``[B, L]`` original item at masked positions, 0 elsewhere (no loss)."""
-        hidden = self.encode(input_ids)
-        loss = None
-        if labels is not None:
-            labelled = labels.ne(0)
-            loss = self.catalog_cross_entropy(hidden[labelled], labels[labelled])
-        return SequenceModelOutput(loss=loss, hidden_states=hidden)
-
     def with_mask_appended(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The history's last ``max_len - 1`` columns followed by a [MASK] column."""
-        if (input_ids[:, -1] == 0).any():
-            raise ValueError(f"row {int((input_ids[:, -1] == 0).nonzero()[0])} is right-padded; BERT4Rec expects "
-                             "left padding (the most recent item in the last column)")
+        self.check_left_padded(input_ids)
         mask = input_ids.new_full((input_ids.shape[0], 1), self.config.mask_token_id)
         return torch.cat([input_ids[:, -(self.config.max_len - 1):], mask], dim=1)
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-from llmrec_ft.collab.base import SequenceModelOutput, SequentialRecommender
+from llmrec_ft.collab.base import SequentialRecommender
 
 
 class GRU4RecConfig(PretrainedConfig):
@@ -85,20 +85,9 @@ class GRU4Rec(SequentialRecommender):
         hidden = _roll_rows(self.output_proj(out), lengths % length)  # back to left padding
         return hidden * input_ids.ne(0)[..., None]
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceModelOutput:
-        """``labels``: ``[B, L]`` next item at each position (0 = no loss there)."""
-        hidden = self.encode(input_ids)
-        loss = None
-        if labels is not None:
-            labelled = labels.ne(0)
-            loss = self.catalog_cross_entropy(hidden[labelled], labels[labelled])
-        return SequenceModelOutput(loss=loss, hidden_states=hidden)
-
     def sequence_representation(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``[B, H]``: the state after the most recent item (the user embedding)."""
-        if (input_ids[:, -1] == 0).any():
-            raise ValueError(f"row {int((input_ids[:, -1] == 0).nonzero()[0])} is right-padded; GRU4Rec expects "
-                             "left padding (the most recent item in the last column)")
+        self.check_left_padded(input_ids)
         return self.encode(input_ids)[:, -1]
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-from llmrec_ft.collab.base import SequenceModelOutput, SequentialRecommender
+from llmrec_ft.collab.base import SequentialRecommender
 
 
 class SASRecConfig(PretrainedConfig):
@@ -91,12 +91,6 @@ class SASRec(SequentialRecommender):
         blocked = (~allowed).repeat_interleave(self.config.num_heads, dim=0)  # [B * heads, L, L]
         x = self.blocks(x, mask=blocked)
         return self.final_norm(x) * is_item[..., None]
-
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceModelOutput:
-        """``labels``: ``[B, L]`` next item at each position (0 = no loss there)."""
-        hidden = self.encode(input_ids)
-        loss = None if labels is None else self.next_item_loss(hidden, labels)
-        return SequenceModelOutput(loss=loss, hidden_states=hidden)
 
     def next_item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labelled = labels.ne(0)
