@@ -114,8 +114,6 @@ def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedT
         logger.warning("stage %s: resuming from %s", name, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_state()  # <stage>/trainer_state.json: losses, train_runtime, tokens seen (benchmarks read it)
-    if trainer.is_fsdp_enabled:  # a sharded state dict would save no adapter (PEFT's FSDP examples do the same)
-        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(final_dir.parent))  # every rank: FSDP / ZeRO-3 gather the weights collectively
     trainer.accelerator.wait_for_everyone()
     return time.perf_counter() - start

@@ -48,6 +48,8 @@ class CollaborativeSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         if self.args.load_best_model_at_end:
             raise ValueError("load_best_model_at_end is not supported: the recipe evaluates after training")
+        if self.is_fsdp_enabled:  # sharded saves would hold no loadable adapter (PEFT's FSDP examples do the same)
+            self.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
