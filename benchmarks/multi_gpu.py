@@ -2,6 +2,7 @@
 
     python benchmarks/multi_gpu.py --configs ddp deepspeed_zero2 deepspeed_zero3 fsdp --gpus 2
     python benchmarks/multi_gpu.py --cpu --shape tiny --configs ddp      # the harness itself, 2 CPU processes
+    python benchmarks/multi_gpu.py --resume_check --configs deepspeed_zero2 fsdp --gpus 2 --shape qwen2.5-0.5b
 
 What runs: ``recipes/sasrecllm.py`` with ``recipes/configs/sasrecllm_ml100k_gpu.yaml`` and, on the command
 line, a random-initialised real shape (Qwen2.5-7B by default, written once to ``--model_dir`` with the embedded
@@ -11,10 +12,16 @@ steps. Each accelerate config launches ``--gpus`` processes; the baseline is the
 with ``gradient_accumulation_steps = --gpus``, i.e. the same global batches in the same order (accelerate
 shards each global batch across the processes), so the per-step losses must agree within bf16 noise.
 
-Reported per config: tokens/s in total and per GPU (``num_input_tokens_seen`` over the stage's
-``train_runtime``, both from Trainer's own ``trainer_state.json``), the scaling efficiency
+Reported per config: tokens/s in total and per GPU (``num_input_tokens_seen`` over ``train_runtime``, both
+from Trainer's own ``trainer_state.json``, after ``--warmup_steps``; see ``steady_tokens_per_s``), the scaling efficiency
 ``tokens/s(N GPUs) / (N * tokens/s(1 GPU))``, peak memory per GPU (``nvidia-smi`` polled every 0.5 s:
 allocator caches included) and the largest per-step loss difference to the 1-GPU run.
+
+``--resume_check`` asks a different question: does ``--resume_from_checkpoint true`` continue a killed run
+exactly? Per config it trains once uninterrupted, once killed (SIGKILL to the whole process group, as a
+pre-empted job dies) right after the mid-way checkpoint is complete, and once resumed from it; it reports the
+largest per-step loss difference after the checkpoint and the largest difference of the final test metrics
+between the resumed and the uninterrupted run (``benchmarks/results/multi_gpu_resume.json``).
 
 ``--cpu`` swaps ``accelerate launch`` for ``torchrun`` (accelerate starts several CPU processes only through
 mpirun) so the harness can be checked without GPUs; throughput numbers from it mean nothing.
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -60,7 +68,7 @@ def write_random_model(shape: str, directory: Path) -> Path:
     return directory
 
 
-def recipe_command(args, config: str | None, output: Path) -> list[str]:
+def recipe_command(args, config: str | None, output: Path, save_steps: int = 10**9, resume: bool = False) -> list[str]:
     recipe = [str(ROOT / "recipes" / "sasrecllm.py"), "--config", str(ROOT / args.recipe_config),
               "--output_dir", str(output), "--model_name_or_path", str(args.model_dir), "--dtype", "bfloat16",
               "--schedule", "hierarchical", "--projector_from_step", "0", "--collab_from_step", str(10**9),
@@ -69,7 +77,7 @@ def recipe_command(args, config: str | None, output: Path) -> list[str]:
               "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0", "--lora_target_modules", "all-linear",
               "--padding_free", "true", "--attn_implementation", "llmrec_varlen" if not args.cpu else "sdpa",
               "--include_num_input_tokens_seen", "true", "--logging_steps", "1",  # packed rows: no pads counted
-              "--save_steps", str(10**9), "--max_eval_samples", "8", "--ranking_users", "2",
+              "--save_steps", str(save_steps), "--resume_from_checkpoint", str(resume).lower(), "--max_eval_samples", "8", "--ranking_users", "2",
               "--sasrec_checkpoint", str(args.sasrec), "--disable_tqdm", "true", "--report_to", "none",
               *args.recipe_args]
     if args.cpu:
@@ -98,6 +106,68 @@ class PeakGpuMemory(threading.Thread):
             self.done.wait(0.5)
 
 
+def launch_env(args) -> dict:
+    return {**os.environ, **NO_MULTICAST, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true" if args.cpu else "false"}
+
+
+def trained_losses(output: Path) -> dict[int, float]:
+    """Per-step training loss of the hybrid stage, keyed by global step (``trainer_state.json``)."""
+    state = json.loads((output / "hybrid_stage" / "trainer_state.json").read_text())
+    return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+
+
+def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """Every number in ``metrics.json`` under a dotted key (timings left out: they differ by design)."""
+    out = {}
+    for key, value in metrics.items():
+        if key == "timings_s" or key.endswith("seconds"):
+            continue
+        if isinstance(value, dict):
+            out.update(flat_metrics(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+def run_killed_at_checkpoint(args, config: str, output: Path, step: int) -> None:
+    """Start the recipe, wait until ``checkpoint-<step>`` is complete on disk, then SIGKILL every process."""
+    checkpoint = output / "hybrid_stage" / f"checkpoint-{step}"
+    process = subprocess.Popen(recipe_command(args, config, output, save_steps=step), cwd=ROOT,
+                               env=launch_env(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    # Trainer writes trainer_state.json after the weights, optimizer and RNG states of a checkpoint.
+    while process.poll() is None and not (checkpoint / "trainer_state.json").exists():
+        time.sleep(0.2)
+    time.sleep(2.0)
+    if process.poll() is not None:
+        raise RuntimeError(f"{config}: the run ended (rc {process.returncode}) before it could be killed")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def resume_check(args, config: str) -> dict:
+    half = args.max_steps // 2
+    work = args.work_dir / f"resume_{config}"
+    runs = {}
+    for name in ("uninterrupted", "resumed"):
+        output = work / name
+        if name == "resumed":
+            run_killed_at_checkpoint(args, config, output, half)
+        result = subprocess.run(recipe_command(args, config, output, save_steps=half, resume=name == "resumed"),
+                                cwd=ROOT, capture_output=True, text=True, env=launch_env(args))
+        (work / f"{name}.log").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            return {"config": config, "error": f"{name} run failed, see {work / name}.log"}
+        runs[name] = (trained_losses(output), flat_metrics(json.loads((output / "metrics.json").read_text())))
+    (full_losses, full_metrics), (resumed_losses, resumed_metrics) = runs["uninterrupted"], runs["resumed"]
+    after = [step for step in full_losses if step > half]
+    return {"config": config, "processes": args.gpus, "killed_after_step": half, "steps": args.max_steps,
+            "max_loss_diff_after_resume": max(abs(full_losses[s] - resumed_losses[s]) for s in after),
+            "max_metric_diff": max(abs(full_metrics[k] - resumed_metrics[k]) for k in full_metrics),
+            "final_loss": [full_losses[max(after)], resumed_losses[max(after)]],
+            "metrics_compared": len(full_metrics)}
+
+
 def run(args, config: str | None) -> dict:
     name = config or "1 GPU"
     output = args.work_dir / (config or "single")
@@ -106,8 +176,7 @@ def run(args, config: str | None) -> dict:
         poller.start()
     start = time.perf_counter()
     result = subprocess.run(recipe_command(args, config, output), cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, **NO_MULTICAST, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU":
-                                 "true" if args.cpu else "false"})
+                            env=launch_env(args))
     if poller:
         poller.done.set()
         poller.join()
@@ -118,13 +187,28 @@ def run(args, config: str | None) -> dict:
         return {**row, "error": (errors[0] if errors else "failed, see the log")[:300]}
     state = json.loads((output / "hybrid_stage" / "trainer_state.json").read_text())
     logs = state["log_history"]
-    summary = next(entry for entry in logs if "train_runtime" in entry)
+    summary = next(entry for entry in logs if "train_loss" in entry)
     row.update(losses=[entry["loss"] for entry in logs if "loss" in entry],
                tokens=state["num_input_tokens_seen"], train_runtime_s=summary["train_runtime"],
                peak_gib_per_gpu=[mib / 1024 for mib in poller.peak_mib][:row["processes"]] if poller else None)
-    row["tokens_per_s"] = row["tokens"] / row["train_runtime_s"]
+    row["tokens_per_s"] = steady_tokens_per_s(logs, args.warmup_steps)
     row["tokens_per_s_per_gpu"] = row["tokens_per_s"] / row["processes"]
     return row
+
+
+def steady_tokens_per_s(logs: list[dict], warmup_steps: int) -> float:
+    """Tokens/s between the end of step ``warmup_steps`` and the last step.
+
+    transformers 5 logs the cumulative ``train_runtime`` and ``num_input_tokens_seen`` with every loss, so the
+    first steps (kernel selection, allocator growth) and the end of training (under DeepSpeed, tens of seconds
+    after the last step) stay out of the figure; the summary's ``train_runtime`` includes both.
+    """
+    steps = [entry for entry in logs if "loss" in entry and "train_runtime" in entry]
+    if len(steps) <= warmup_steps + 1:
+        raise ValueError(f"{len(steps)} logged steps: need more than --warmup_steps={warmup_steps} + 1")
+    first, last = steps[warmup_steps], steps[-1]
+    return (last["num_input_tokens_seen"] - first["num_input_tokens_seen"]) / (
+        float(last["train_runtime"]) - float(first["train_runtime"]))
 
 
 def main() -> None:
@@ -134,16 +218,33 @@ def main() -> None:
     parser.add_argument("--shape", default="qwen2.5-7b")
     parser.add_argument("--model_dir", type=Path, default=None, help="default: <work_dir>/<shape>")
     parser.add_argument("--sasrec", type=Path, required=True, help="a SASRec checkpoint (recipes/sasrec.py)")
-    parser.add_argument("--max_steps", type=int, default=20)
+    parser.add_argument("--max_steps", type=int, default=30)
+    parser.add_argument("--warmup_steps", type=int, default=5, help="steps left out of tokens/s")
     parser.add_argument("--batch_size", type=int, default=8, help="prompts per GPU per step")
     parser.add_argument("--recipe_config", default="recipes/configs/sasrecllm_ml100k_gpu.yaml")
     parser.add_argument("--recipe_args", nargs=argparse.REMAINDER, default=[], help="extra recipe overrides")
     parser.add_argument("--work_dir", type=Path, default=Path("runs/multi_gpu"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/multi_gpu.json"))
     parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--resume_check", action="store_true", help="kill mid-way, resume, compare (see above)")
     args = parser.parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     args.model_dir = write_random_model(args.shape, args.model_dir or args.work_dir / args.shape)
+    if args.resume_check:
+        rows = []
+        for config in args.configs:
+            rows.append(resume_check(args, config))
+            write_json(args.out.with_name("multi_gpu_resume.json"), {"shape": args.shape, "rows": rows})
+        print("\n| config | GPUs | killed after step | steps | max loss diff after resume | max metric diff | final loss (full, resumed) |")
+        print("|---|---|---|---|---|---|---|")
+        for row in rows:
+            if "error" in row:
+                print(f"| {row['config']} | {row['error']} | | | | | |")
+                continue
+            print(f"| {row['config']} | {row['processes']} | {row['killed_after_step']} | {row['steps']} | "
+                  f"{row['max_loss_diff_after_resume']:.4f} | {row['max_metric_diff']:.4f} | "
+                  f"{row['final_loss'][0]:.4f}, {row['final_loss'][1]:.4f} |")
+        return
 
     rows = [run(args, None)]
     for config in args.configs:
