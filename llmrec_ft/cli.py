@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from transformers import HfArgumentParser
 
@@ -17,17 +18,18 @@ from llmrec_ft.data.prepare import default_output_dir
 
 
 def _prepare(argv: list[str]) -> int:
+    """Bad options and bad data print ``error: ...`` (file, row, field) and exit with 2, no traceback."""
     parser = HfArgumentParser(DataConfig, prog="llmrec-ft data prepare")
     parser.add_argument("--out", default=None, help="Output folder (default: the cache, keyed by the config).")
     parser.add_argument("--overwrite", action="store_true", help="Rebuild even if the output exists.")
-    config, extra = parser.parse_args_into_dataclasses(argv)
-    path = extra.out or default_output_dir(config)
     try:
+        config, extra = parser.parse_args_into_dataclasses(argv)
+        path = Path(extra.out) if extra.out else default_output_dir(config)
         prepare_dataset(config, path, overwrite=extra.overwrite)
-    except DataError as err:
+    except (DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({"output_dir": path, **load_manifest(path)["counts"]}, indent=2))
+    print(json.dumps({"output_dir": str(path), **load_manifest(path)["counts"]}, indent=2))
     return 0
 
 

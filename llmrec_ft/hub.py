@@ -26,7 +26,7 @@ from huggingface_hub import HfApi
 from llmrec_ft.collab.sasrec import SASRec
 from llmrec_ft.io import atomic_path
 from llmrec_ft.llm.backbone import EMBEDDED_MODEL, load_backbone
-from llmrec_ft.llm.collaborative_lm import COLLAB_MODEL_DIR, PROJECTOR_NAME, CollaborativeLM
+from llmrec_ft.llm.collaborative_lm import COLLAB_MODEL_DIR, CollaborativeLM, missing_saved_files
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -75,8 +75,9 @@ def save_artifacts(directory: str | Path, model_dir: str | Path, tokenizer, conf
     ``llmrec_ft.train.schedules.final_model_dir``): copying what Trainer saved, rather than saving the live
     model again, is what works when the live weights are FSDP shards or ZeRO-3 partitions."""
     directory, model_dir = Path(directory), Path(model_dir)
-    if not (model_dir / PROJECTOR_NAME).exists():
-        raise FileNotFoundError(f"{model_dir}: no {PROJECTOR_NAME}; not a CollaborativeLM.save_pretrained folder")
+    missing = missing_saved_files(model_dir, with_collab_model=True)
+    if missing:
+        raise FileNotFoundError(f"{model_dir}: not a complete CollaborativeLM.save_pretrained folder, missing {missing}")
     with atomic_path(directory) as tmp:
         shutil.copytree(model_dir, tmp)
         tokenizer.save_pretrained(tmp)
@@ -88,12 +89,17 @@ def save_artifacts(directory: str | Path, model_dir: str | Path, tokenizer, conf
 
 def load_artifacts(directory: str | Path, is_trainable: bool = False):
     """``(model, tokenizer, config)`` from an artifact folder: base model per ``config.yaml`` (same dtype and
-    attention kernel), plus the adapter, projector and SASRec saved here."""
+    attention kernel), plus the adapter, projector and SASRec saved here.
+
+    ``FileNotFoundError`` naming every missing file (checked before the base model is loaded) and ``ValueError``
+    for an adapter file that lacks some LoRA tensors: an incomplete folder never loads as the bare base model."""
     from transformers import AutoTokenizer
 
     directory = Path(directory)
-    if not (directory / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; not a SASRecLLM artifact folder")
+    missing = [name for name in (CONFIG_FILE, f"{COLLAB_MODEL_DIR}/config.json") if not (directory / name).exists()]
+    missing += missing_saved_files(directory, with_collab_model=True)
+    if missing:
+        raise FileNotFoundError(f"{directory}: not a complete SASRecLLM artifact folder, missing {missing}")
     config = yaml.safe_load((directory / CONFIG_FILE).read_text())
     lm, _ = load_backbone(config["model_name_or_path"], dtype=config.get("dtype", "float32"),
                           attn_implementation=config.get("attn_implementation", "sdpa"))

@@ -44,7 +44,7 @@ from llmrec_ft.train.pointwise_data import (PointwiseConfig, answer_token_ids, b
                                             encode_pointwise, warm_cold_test_sets)
 from llmrec_ft.train.schedules import ScheduleArgs, final_model_dir, hybrid_stages, run_stage
 from llmrec_ft.train.scoring import (SASRecClassifier, auc_report, next_item_scores, ranking_candidates,
-                                     ranking_report, yes_probabilities)
+                                     ranking_report, yes_logit_gaps)
 from llmrec_ft.train.trainer import TrainableCollaborativeLM
 from llmrec_ft.train.zero3 import whole_weights
 
@@ -124,7 +124,7 @@ def llm_report(model, tokenizer, encoded_tests, encoded_ranking, collaborative: 
     start = time.perf_counter()
 
     def score(data):
-        return yes_probabilities(model, data, tokenizer.pad_token_id, yes, no, collaborative, batch_size)
+        return yes_logit_gaps(model, data, tokenizer.pad_token_id, yes, no, collaborative, batch_size)
 
     with padded_batch_attention(model):  # scoring batches are padded
         report = {**auc_report({g: score(s) for g, s in encoded_tests.items()}, encoded_tests),

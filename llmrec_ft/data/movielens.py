@@ -1,7 +1,8 @@
 """MovieLens in GroupLens' raw formats: ML-100K (``u.data``/``u.item``) and ML-1M (``ratings.dat``/``movies.dat``).
 
 Downloads go to the cache once (zip from GroupLens, as users of RecBole and the papers get it);
-``path=`` points at an already extracted folder instead.
+``path=`` points at an already extracted folder instead. GroupLens wrote these files in Latin-1, which is
+the default here (``encoding`` overrides it); every other source defaults to UTF-8.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import zipfile
 from pathlib import Path
 
 from llmrec_ft.assets import cache_dir
-from llmrec_ft.data.files import iter_lines
-from llmrec_ft.data.interactions import DataError, InteractionLog, ItemInfo, describe_item, parse_rating, parse_timestamp
+from llmrec_ft.data.files import iter_delimited
+from llmrec_ft.data.interactions import InteractionLog, ItemInfo, describe_item, parse_rating, parse_timestamp
 from llmrec_ft.io import atomic_path
 
 GROUPLENS_URLS = {
@@ -46,42 +47,39 @@ def split_title_year(raw_title: str) -> tuple[str, str | None]:
     return (match["title"], match["year"]) if match else (raw_title.strip(), None)
 
 
-def read_ml100k(folder: Path) -> tuple[InteractionLog, dict[str, ItemInfo], list[Path]]:
+ML100K_DATA_COLUMNS = ["user id", "item id", "rating", "timestamp"]  # names from the ML-100K README
+ML100K_ITEM_COLUMNS = ["movie id", "movie title", "release date", "video release date", "IMDb URL", *ML100K_GENRES]
+ML1M_RATING_COLUMNS = ["UserID", "MovieID", "Rating", "Timestamp"]  # names from the ML-1M README
+ML1M_MOVIE_COLUMNS = ["MovieID", "Title", "Genres"]
+GROUPLENS_ENCODING = "latin-1"  # how GroupLens wrote u.item / movies.dat (e.g. "Misérables" is one 0xE9 byte)
+
+
+def read_ml100k(folder: Path, encoding: str | None = None) -> tuple[InteractionLog, dict[str, ItemInfo], list[Path]]:
     data_path, item_path = folder / "u.data", folder / "u.item"
-    log = InteractionLog(str(data_path))
-    for row, line in iter_lines(data_path):
-        parts = line.split("\t")
-        if len(parts) != 4:
-            raise DataError(str(data_path), f"expected 4 tab-separated fields (user, item, rating, timestamp), got {len(parts)}", row)
-        user, item, rating, timestamp = parts
-        log.append(user, item, parse_timestamp(timestamp, str(data_path), row, "timestamp"),
-                   parse_rating(rating, str(data_path), row, "rating"), row)
+    encoding = encoding or GROUPLENS_ENCODING
+    log = InteractionLog(str(data_path), "item id", "s")
+    for row, rec in iter_delimited(data_path, "\t", ML100K_DATA_COLUMNS, encoding):
+        log.append(rec["user id"], rec["item id"], parse_timestamp(rec["timestamp"], str(data_path), row, "timestamp"),
+                   parse_rating(rec["rating"], str(data_path), row, "rating"), row)
     items = {}
-    for row, line in iter_lines(item_path, encoding="latin-1"):
-        parts = line.split("|")
-        if len(parts) != 5 + len(ML100K_GENRES):
-            raise DataError(str(item_path), f"expected {5 + len(ML100K_GENRES)} '|'-separated fields, got {len(parts)}", row)
-        title, year = split_title_year(parts[1])
-        genres = [genre for genre, flag in zip(ML100K_GENRES, parts[5:]) if flag == "1"]
-        items[parts[0]] = describe_item(title, year, genres)
+    for row, rec in iter_delimited(item_path, "|", ML100K_ITEM_COLUMNS, encoding):
+        title, year = split_title_year(rec["movie title"])
+        genres = [genre for genre in ML100K_GENRES if rec[genre] == "1"]
+        items[rec["movie id"]] = describe_item(title, year, genres, path=str(item_path), row=row,
+                                               title_field="movie title")
     return log, items, [data_path, item_path]
 
 
-def read_ml1m(folder: Path) -> tuple[InteractionLog, dict[str, ItemInfo], list[Path]]:
+def read_ml1m(folder: Path, encoding: str | None = None) -> tuple[InteractionLog, dict[str, ItemInfo], list[Path]]:
     ratings_path, movies_path = folder / "ratings.dat", folder / "movies.dat"
-    log = InteractionLog(str(ratings_path))
-    for row, line in iter_lines(ratings_path):
-        parts = line.split("::")
-        if len(parts) != 4:
-            raise DataError(str(ratings_path), f"expected 'UserID::MovieID::Rating::Timestamp', got {len(parts)} fields", row)
-        user, item, rating, timestamp = parts
-        log.append(user, item, parse_timestamp(timestamp, str(ratings_path), row, "Timestamp"),
-                   parse_rating(rating, str(ratings_path), row, "Rating"), row)
+    encoding = encoding or GROUPLENS_ENCODING
+    log = InteractionLog(str(ratings_path), "MovieID", "s")
+    for row, rec in iter_delimited(ratings_path, "::", ML1M_RATING_COLUMNS, encoding):
+        log.append(rec["UserID"], rec["MovieID"], parse_timestamp(rec["Timestamp"], str(ratings_path), row, "Timestamp"),
+                   parse_rating(rec["Rating"], str(ratings_path), row, "Rating"), row)
     items = {}
-    for row, line in iter_lines(movies_path, encoding="latin-1"):
-        parts = line.split("::")
-        if len(parts) != 3:
-            raise DataError(str(movies_path), f"expected 'MovieID::Title::Genres', got {len(parts)} fields", row)
-        title, year = split_title_year(parts[1])
-        items[parts[0]] = describe_item(title, year, [g for g in parts[2].split("|") if g])
+    for row, rec in iter_delimited(movies_path, "::", ML1M_MOVIE_COLUMNS, encoding):
+        title, year = split_title_year(rec["Title"])
+        items[rec["MovieID"]] = describe_item(title, year, rec["Genres"].split("|"), path=str(movies_path), row=row,
+                                              title_field="Title")
     return log, items, [ratings_path, movies_path]

@@ -3,6 +3,13 @@
 The output folder holds the DatasetDict (splits ``train``, ``valid``, ``test``, ``items``) and a
 ``manifest.json`` (source file hashes, parameters, counts). It is written atomically, so a bad row
 found anywhere leaves nothing behind, and cached by a hash of the config and the source files.
+
+Steps, each counted in ``manifest["counts"]``: parse (``raw_interactions``), drop interactions with items
+missing from the item file (``unknown_item_interactions_dropped``, only with ``unknown_items=drop``), drop
+items without a usable title (``items_without_text_dropped`` and their ``..._interactions_dropped``, only with
+``missing_text=drop``), drop identical rows (``duplicates_dropped``), k-core (``short_users_dropped``,
+``k_core_items_dropped``, ``k_core_interactions_dropped``); then ``titles_cleaned`` says how many of the
+final items had their title changed by the HTML/whitespace normaliser (:mod:`llmrec_ft.data.text`).
 """
 
 from __future__ import annotations
@@ -21,12 +28,13 @@ from llmrec_ft.data.amazon import read_amazon
 from llmrec_ft.data.generic import read_generic
 from llmrec_ft.data.interactions import DataError
 from llmrec_ft.data.movielens import download_grouplens, read_ml1m, read_ml100k
-from llmrec_ft.data.preprocess import (MIN_SEQUENCE_LENGTH, build_sequences, check_duplicates, check_items_known,
-                                       k_core, liked)
+from llmrec_ft.data.files import resolve_encoding
+from llmrec_ft.data.preprocess import (MIN_SEQUENCE_LENGTH, build_sequences, check_duplicates, check_item_text,
+                                       check_items_known, check_policy, k_core, liked)
 from llmrec_ft.data.recbole_atomic import embedded_ml100k, read_atomic
 from llmrec_ft.io import atomic_path, write_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: timestamps at the source's resolution (Amazon 2023 in ms), cleaned item text
 DATASETS = ("ml-100k", "ml-100k-grouplens", "ml-1m", "recbole", "amazon2018", "amazon2023", "generic")
 
 
@@ -45,21 +53,45 @@ class DataConfig:
     cold_item_threshold: int = field(default=5, metadata={"help": "Items with fewer training interactions are cold."})
     duplicates: str = field(default="error", metadata={"help": "'error' or 'drop' identical (user,item,time) rows."})
     unknown_items: str = field(default="error", metadata={"help": "'error' or 'drop' interactions of uncatalogued items."})
+    missing_text: str = field(default="error", metadata={
+        "help": "'error' or 'drop' (with their interactions) items whose title is missing, null or blank after "
+                "HTML cleaning."})
+    encoding: str | None = field(default=None, metadata={
+        "help": "Text encoding of the source files (e.g. 'latin-1', 'cp1252'). Default: UTF-8, a byte-order mark "
+                "accepted; GroupLens MovieLens raw files (ml-100k-grouplens, ml-1m): Latin-1."})
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """``ValueError`` for a bad option, before any file is read (also run by ``build_dataset``, since fields
+        may be set after construction)."""
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASETS}")
+        if self.min_user_interactions < MIN_SEQUENCE_LENGTH:
+            raise ValueError(f"min_user_interactions={self.min_user_interactions}, but leave-one-out needs at least "
+                             f"{MIN_SEQUENCE_LENGTH} interactions per user (one train, one validation, one test item)")
+        if self.min_item_interactions < 0:
+            raise ValueError(f"min_item_interactions={self.min_item_interactions} must be >= 0")
+        for name in ("duplicates", "unknown_items", "missing_text"):
+            check_policy(name, getattr(self, name))
+        if self.encoding is not None:
+            resolve_encoding(self.encoding)
 
 
 def _read_source(config: DataConfig):
-    name = config.dataset
+    name, encoding = config.dataset, config.encoding
     if name == "ml-100k":
-        return read_atomic(embedded_ml100k(), "ml-100k")
+        return read_atomic(embedded_ml100k(), "ml-100k", encoding)
     if name in ("ml-100k-grouplens", "ml-1m"):
         folder = Path(config.data_path) if config.data_path else download_grouplens(name.removesuffix("-grouplens"))
-        return read_ml100k(folder) if name == "ml-100k-grouplens" else read_ml1m(folder)
+        return read_ml100k(folder, encoding) if name == "ml-100k-grouplens" else read_ml1m(folder, encoding)
     if name == "recbole":
-        return read_atomic(_required(config, "data_path"))
+        return read_atomic(_required(config, "data_path"), encoding=encoding)
     if name in AMAZON_FORMATS:
-        return read_amazon(_required(config, "data_path"), _required(config, "item_path"), name)
+        return read_amazon(_required(config, "data_path"), _required(config, "item_path"), name, encoding)
     if name == "generic":
-        return read_generic(_required(config, "data_path"), _required(config, "item_path"))
+        return read_generic(_required(config, "data_path"), _required(config, "item_path"), encoding)
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
 
 
@@ -80,17 +112,22 @@ def _file_sha256(path: Path) -> str:
 
 def build_dataset(config: DataConfig) -> tuple[datasets.DatasetDict, dict]:
     """Parse, validate and split; returns the DatasetDict and its manifest (nothing is written)."""
-    if config.min_user_interactions < MIN_SEQUENCE_LENGTH:
-        raise ValueError(f"min_user_interactions must be >= {MIN_SEQUENCE_LENGTH} for leave-one-out")
+    config.validate()
     log, catalog, files = _read_source(config)
     raw_count = len(log)
-    log = check_items_known(log, catalog, str(files[-1]), config.unknown_items)
+    log, unknown_dropped = check_items_known(log, catalog, str(files[-1]), config.unknown_items)
+    log, textless_items, textless_interactions = check_item_text(log, catalog, config.missing_text)
     log, dropped_duplicates = check_duplicates(log, config.duplicates)
     rows = k_core(log, config.min_user_interactions, config.min_item_interactions)
     if not rows:
         raise DataError(log.path, f"no interactions survive the {config.min_user_interactions}/"
-                                  f"{config.min_item_interactions}-core filter")
+                                  f"{config.min_item_interactions}-core filter ({len(log)} interactions of "
+                                  f"{len(set(log.users))} users entered it, after {unknown_dropped + textless_interactions}"
+                                  f" dropped for unknown items or items without text)")
     sequences, raw_items = build_sequences(log, rows)
+    if any(isinstance(t, float) for seq in sequences for t in seq.timestamps):  # one column type for Arrow
+        for seq in sequences:
+            seq.timestamps = [float(t) for t in seq.timestamps]
 
     train_count = [0] * (len(raw_items) + 1)
     train, valid, test = [], [], []
@@ -118,9 +155,17 @@ def build_dataset(config: DataConfig) -> tuple[datasets.DatasetDict, dict]:
     manifest = {
         "format_version": FORMAT_VERSION, "config": dataclasses.asdict(config),
         "source_files": {str(p): _file_sha256(p) for p in files},
-        "counts": {"raw_interactions": raw_count, "duplicates_dropped": dropped_duplicates,
+        "counts": {"raw_interactions": raw_count, "unknown_item_interactions_dropped": unknown_dropped,
+                   "items_without_text_dropped": textless_items,
+                   "items_without_text_interactions_dropped": textless_interactions,
+                   "duplicates_dropped": dropped_duplicates,
+                   "short_users_dropped": len(set(log.users)) - len(sequences),
+                   "k_core_items_dropped": len(set(log.items)) - len(raw_items),
+                   "k_core_interactions_dropped": len(log) - len(rows),
+                   "titles_cleaned": sum(catalog[r].title_cleaned for r in raw_items),
                    "interactions": len(rows), "users": len(sequences), "items": len(raw_items),
                    "cold_items": sum(is_cold[1:]), "cold_test_targets": sum(r["target_is_cold"] for r in test)},
+        "timestamp_unit": log.time_unit,
         "has_ratings": has_ratings,
     }
     return dataset, manifest

@@ -1,9 +1,14 @@
 """From a raw interaction log to leave-one-out sequences.
 
 The protocol is the one SASRec, RecBole (``LS``/leave-one-out, ``TO`` order) and the LLM-rec papers use:
-each user's interactions sorted by time (ties keep file order), the last item is the test target,
-the second last the validation target, everything before is training. Items are re-indexed
-``1..N`` (0 is padding) in the order of their raw ids, users ``0..U-1``.
+each user's interactions sorted by time, the last item is the test target, the second last the validation
+target, everything before is training. Items are re-indexed ``1..N`` (0 is padding) in the order of their raw
+ids, users ``0..U-1``.
+
+Time: timestamps are compared at the file's own resolution (Amazon 2023 milliseconds stay milliseconds), and
+equal timestamps are ordered by their row in the interaction file (earlier row first) -- the order the source
+logged them, which is also what a stable sort of the file gives (SASRec's and RecBole's preprocessing). Two
+rows are duplicates only if user, item and timestamp are all identical.
 """
 
 from __future__ import annotations
@@ -22,39 +27,75 @@ class UserSequence:
     raw_user_id: str
     items: list[int]
     ratings: list[float]
-    timestamps: list[int]
+    timestamps: list[int | float]
 
 
-def check_items_known(log: InteractionLog, items: dict[str, ItemInfo], item_file: str, unknown_items: str) -> InteractionLog:
-    """Every interacted item must be in the catalog; ``unknown_items='drop'`` drops those rows instead."""
-    if unknown_items not in ("error", "drop"):
-        raise ValueError(f"unknown_items must be 'error' or 'drop', got {unknown_items!r}")
-    kept = InteractionLog(log.path)
+POLICIES = ("error", "drop")
+
+
+def check_policy(name: str, value: str) -> None:
+    """``ValueError`` unless ``value`` is ``'error'`` or ``'drop'`` (the choices of every data-quality option)."""
+    if value not in POLICIES:
+        raise ValueError(f"{name} must be 'error' or 'drop', got {value!r}")
+
+
+def check_items_known(log: InteractionLog, items: dict[str, ItemInfo], item_file: str,
+                      unknown_items: str) -> tuple[InteractionLog, int]:
+    """Every interacted item must be in the catalog; ``unknown_items='drop'`` drops those rows instead.
+    Returns the kept rows and how many were dropped."""
+    check_policy("unknown_items", unknown_items)
+    kept = log.empty_like()
     for i, item in enumerate(log.items):
         if item in items:
-            kept.append(log.users[i], item, log.timestamps[i], log.ratings[i], log.rows[i])
+            log.copy_row(i, kept)
         elif unknown_items == "error":
-            raise DataError(log.path, f"item id {item!r} is not in the item file {item_file}", log.rows[i], "item")
+            raise DataError(log.path, f"item id {item!r} is not in the item file {item_file}; pass unknown_items=drop "
+                                      f"to drop interactions with uncatalogued items", log.rows[i], log.item_field)
     if not len(kept):
         raise DataError(log.path, "no interactions left (empty file, or no item matched the item file)")
-    return kept
+    return kept, len(log) - len(kept)
+
+
+def check_item_text(log: InteractionLog, items: dict[str, ItemInfo],
+                    missing_text: str) -> tuple[InteractionLog, int, int]:
+    """Every interacted item needs a usable title (not missing, null, blank or empty after HTML cleaning).
+
+    ``missing_text='error'``: a DataError naming the item file, the item's row and the title field (the first
+    such item in that file). ``'drop'``: those items and all their interactions are dropped. Items nobody
+    interacted with are not checked: they never reach the dataset. Returns ``(kept log, items dropped,
+    interactions dropped)``."""
+    check_policy("missing_text", missing_text)
+    without_text = {item for item in set(log.items) if not items[item].has_text}
+    if without_text and missing_text == "error":
+        first = min(without_text, key=lambda item: (items[item].row or 0, item))
+        info = items[first]
+        raise DataError(info.path, f"item {first!r} has no usable title (missing, null, blank or empty after HTML "
+                                   f"cleaning); pass missing_text=drop to drop such items and their interactions",
+                        info.row, info.title_field)
+    kept = log.empty_like()
+    for i, item in enumerate(log.items):
+        if item not in without_text:
+            log.copy_row(i, kept)
+    if not len(kept):
+        raise DataError(log.path, "no interactions left: no interacted item has a usable title")
+    return kept, len(without_text), len(log) - len(kept)
 
 
 def check_duplicates(log: InteractionLog, duplicates: str) -> tuple[InteractionLog, int]:
-    """Identical (user, item, timestamp) rows are an error, or dropped (first kept) with ``duplicates='drop'``."""
-    if duplicates not in ("error", "drop"):
-        raise ValueError(f"duplicates must be 'error' or 'drop', got {duplicates!r}")
-    first_row: dict[tuple[str, str, int], int] = {}
-    kept = InteractionLog(log.path)
+    """Identical (user, item, timestamp) rows are an error, or dropped (first kept) with ``duplicates='drop'``.
+    Timestamps compare at the file's resolution, so two reviews 500 ms apart are not duplicates."""
+    check_policy("duplicates", duplicates)
+    first_row: dict[tuple[str, str, int | float], int] = {}
+    kept = log.empty_like()
     for i in range(len(log)):
         key = (log.users[i], log.items[i], log.timestamps[i])
         if key in first_row:
             if duplicates == "error":
                 raise DataError(log.path, f"duplicate of row {first_row[key]} (user {key[0]!r}, item {key[1]!r}, "
-                                          f"timestamp {key[2]}); pass duplicates='drop' to keep the first", log.rows[i])
+                                          f"timestamp {key[2]}); pass duplicates=drop to keep the first", log.rows[i])
             continue
         first_row[key] = log.rows[i]
-        kept.append(log.users[i], log.items[i], log.timestamps[i], log.ratings[i], log.rows[i])
+        log.copy_row(i, kept)
     return kept, len(log) - len(kept)
 
 
@@ -84,7 +125,7 @@ def build_sequences(log: InteractionLog, rows: list[int]) -> tuple[list[UserSequ
         by_user[log.users[i]].append(i)
     sequences = []
     for user in sorted(by_user, key=_raw_id_order):
-        events = sorted(by_user[user], key=lambda i: log.timestamps[i])  # stable: ties keep file order
+        events = sorted(by_user[user], key=lambda i: (log.timestamps[i], log.rows[i]))  # ties: file row order
         sequences.append(UserSequence(user, [item_index[log.items[i]] for i in events],
                                       [log.ratings[i] for i in events], [log.timestamps[i] for i in events]))
     return sequences, raw_items

@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmrec_ft.assets import RECBOLE, cache_dir, extract_member
-from llmrec_ft.data.files import iter_lines
-from llmrec_ft.data.interactions import (DataError, InteractionLog, ItemInfo, describe_item, parse_rating,
-                                         parse_timestamp, require_columns)
+from llmrec_ft.data.files import iter_delimited
+from llmrec_ft.data.interactions import DataError, InteractionLog, ItemInfo, describe_item, parse_rating, parse_timestamp
 
 TITLE_FIELDS = ("movie_title", "title", "item_name")
 YEAR_FIELDS = ("release_year", "year")
@@ -27,44 +26,31 @@ def embedded_ml100k() -> Path:
     return folder
 
 
-def _header(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    lines = iter_lines(path)
-    try:
-        _, first = next(lines)
-    except StopIteration:
-        raise DataError(str(path), "file has no header") from None
-    names = [column.split(":")[0] for column in first.split("\t")]
-    rows = []
-    for row, line in lines:
-        fields = line.split("\t")
-        if len(fields) != len(names):
-            raise DataError(str(path), f"expected {len(names)} tab-separated fields, got {len(fields)}", row)
-        rows.append((row, fields))
-    return names, rows
+def _column_name(header_entry: str) -> str:
+    """``'item_id:token'`` -> ``'item_id'``."""
+    return header_entry.split(":")[0].strip()
 
 
-def read_atomic(folder: str | Path, name: str | None = None) -> tuple[InteractionLog, dict[str, ItemInfo], list[Path]]:
+def read_atomic(folder: str | Path, name: str | None = None,
+                encoding: str | None = None) -> tuple[InteractionLog, dict[str, ItemInfo], list[Path]]:
     """Read ``<folder>/<name>.inter`` and ``<folder>/<name>.item`` (name defaults to the folder name)."""
     folder = Path(folder)
     name = name or folder.name
     inter_path, item_path = folder / f"{name}.inter", folder / f"{name}.item"
-    names, rows = _header(inter_path)
-    col = require_columns(names, ["user_id", "item_id", "timestamp"], str(inter_path))
-    log = InteractionLog(str(inter_path))
-    for row, fields in rows:
-        rating = fields[col["rating"]] if "rating" in col else None
-        log.append(fields[col["user_id"]], fields[col["item_id"]],
-                   parse_timestamp(fields[col["timestamp"]], str(inter_path), row, "timestamp"),
-                   parse_rating(rating, str(inter_path), row, "rating"), row)
-    names, rows = _header(item_path)
-    col = require_columns(names, ["item_id"], str(item_path))
-    title_col = next((col[f] for f in TITLE_FIELDS if f in col), None)
-    year_col = next((col[f] for f in YEAR_FIELDS if f in col), None)
-    genre_col = next((col[f] for f in GENRE_FIELDS if f in col), None)
+    log = InteractionLog(str(inter_path), "item_id")
+    for row, rec in iter_delimited(inter_path, "\t", None, encoding, _column_name, ["user_id", "item_id", "timestamp"]):
+        log.append(rec["user_id"], rec["item_id"], parse_timestamp(rec["timestamp"], str(inter_path), row, "timestamp"),
+                   parse_rating(rec.get("rating"), str(inter_path), row, "rating"), row)
     items = {}
-    for row, fields in rows:
-        item_id = fields[col["item_id"]]
-        title = fields[title_col] if title_col is not None else item_id
-        items[item_id] = describe_item(title, fields[year_col] if year_col is not None else None,
-                                       fields[genre_col].split() if genre_col is not None else None)
+    for row, rec in iter_delimited(item_path, "\t", None, encoding, _column_name, ["item_id"]):
+        if not items:
+            title_field = next((f for f in TITLE_FIELDS if f in rec), None)
+            if title_field is None:
+                raise DataError(str(item_path), f"no title column: expected one of {list(TITLE_FIELDS)}, found "
+                                                f"{list(rec)}", row=1)
+            year_field = next((f for f in YEAR_FIELDS if f in rec), None)
+            genre_field = next((f for f in GENRE_FIELDS if f in rec), None)
+        items[rec["item_id"]] = describe_item(rec[title_field], rec[year_field] if year_field else None,
+                                              rec[genre_field].split() if genre_field else None,
+                                              path=str(item_path), row=row, title_field=title_field)
     return log, items, [inter_path, item_path]

@@ -21,7 +21,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from peft import PeftModel, set_peft_model_state_dict
+from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from peft.utils import CONFIG_NAME as ADAPTER_CONFIG_NAME
+from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
+from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -35,6 +38,9 @@ from llmrec_ft.llm.tokens import ITEM_CF_TOKEN, USER_CF_TOKEN, CollaborativeToke
 CONFIG_NAME = "collaborative_lm.json"
 PROJECTOR_NAME = "projector.safetensors"
 COLLAB_MODEL_DIR = "collab_model"
+COLLAB_WEIGHTS_NAME = "model.safetensors"
+FULL_MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                      "pytorch_model.bin.index.json")
 
 
 class CollaborativeLM(nn.Module):
@@ -181,20 +187,27 @@ class CollaborativeLM(nn.Module):
                     save_file(_cloned(collab_state), str(tmp / "model.safetensors"))
         write_json(save_directory / CONFIG_NAME, {"projector": self.projector.config,
                                                   "token_ids": self.token_ids._asdict(),
-                                                  "tokens": {"user": USER_CF_TOKEN, "item": ITEM_CF_TOKEN}})
+                                                  "tokens": {"user": USER_CF_TOKEN, "item": ITEM_CF_TOKEN},
+                                                  "lm_weights": "adapter" if hasattr(self.lm, "peft_config") else "full",
+                                                  "collab_model": self.collab_model is not None})
 
     @classmethod
     def from_pretrained(cls, save_directory: str | Path, lm: nn.Module, tokenizer, collab_model: nn.Module | None,
                         is_trainable: bool = False) -> "CollaborativeLM":
         """Rebuild from ``save_pretrained`` output. ``lm`` is the *base* model (``load_backbone`` of the same
-        checkpoint); the placeholders are added to it and the saved adapter, if any, is loaded on top (for a
-        saved full fine-tune, pass ``load_backbone(save_directory)`` instead). ``collab_model`` is an instance
-        of the same ID-model class; its saved weights are loaded into it."""
+        checkpoint); the placeholders are added to it and the saved adapter is loaded on top (for a saved full
+        fine-tune, pass ``load_backbone(save_directory)`` instead). ``collab_model`` is an instance of the same
+        ID-model class; its saved weights are loaded into it.
+
+        Raises ``FileNotFoundError`` naming every missing file (see :func:`missing_saved_files`) and
+        ``ValueError`` listing LoRA tensors the adapter file lacks: a folder never loads as the bare base model."""
         save_directory = Path(save_directory)
         config = _read_config(save_directory)
+        _require_saved_files(save_directory, collab_model is not None)
         token_ids = add_collaborative_tokens(tokenizer, lm)
-        if (save_directory / "adapter_config.json").exists():
+        if _saved_lm_weights(save_directory, config) == "adapter":
             lm = PeftModel.from_pretrained(lm, save_directory, is_trainable=is_trainable)
+            _check_adapter_complete(lm, save_directory)
         model = cls(lm, CollaborativeProjector(**config["projector"]), collab_model, token_ids)
         model._load_projector_and_collab_model(save_directory, config)
         return model
@@ -207,9 +220,14 @@ class CollaborativeLM(nn.Module):
             raise ValueError("in-place loading needs a PEFT-wrapped LM; reload a full fine-tune with "
                              f"load_backbone({str(save_directory)!r})")
         config = _read_config(save_directory)
-        result = set_peft_model_state_dict(self.lm, load_file(save_directory / "adapter_model.safetensors"))
+        _require_saved_files(save_directory, self.collab_model is not None, lm_weights="adapter")
+        result = set_peft_model_state_dict(self.lm, load_file(save_directory / ADAPTER_WEIGHTS_NAME))
         if getattr(result, "unexpected_keys", None):
             raise ValueError(f"{save_directory}: adapter weights {result.unexpected_keys[:3]}... do not fit the model")
+        # missing_keys also lists every base-model weight; the adapter's own carry its name (".default.")
+        adapter_names = [f".{name}." for name in self.lm.peft_config]
+        _raise_if_missing_adapter_tensors(save_directory, [key for key in result.missing_keys
+                                                           if any(name in key for name in adapter_names)])
         self._load_projector_and_collab_model(save_directory, config)
 
     def _load_projector_and_collab_model(self, save_directory: Path, config: dict) -> None:
@@ -220,9 +238,8 @@ class CollaborativeLM(nn.Module):
             raise ValueError(f"{save_directory / CONFIG_NAME}: saved projector {config['projector']} does not match "
                              f"this model's {self.projector.config}")
         load_model(self.projector, str(save_directory / PROJECTOR_NAME))
-        collab_weights = save_directory / COLLAB_MODEL_DIR / "model.safetensors"
-        if self.collab_model is not None and collab_weights.exists():
-            load_model(self.collab_model, str(collab_weights))
+        if self.collab_model is not None:
+            load_model(self.collab_model, str(save_directory / COLLAB_MODEL_DIR / COLLAB_WEIGHTS_NAME))
 
 
 def _part(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -232,6 +249,58 @@ def _part(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.T
 
 def _cloned(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone().contiguous() for key, value in state_dict.items()}
+
+
+def _saved_lm_weights(save_directory: Path, config: dict) -> str:
+    """``"adapter"`` or ``"full"``: what ``save_pretrained`` wrote for the LM. Folders saved before this was
+    recorded in ``collaborative_lm.json`` are judged by their files (an adapter unless full weights are there)."""
+    if "lm_weights" in config:
+        return config["lm_weights"]
+    has_full = any((save_directory / name).exists() for name in FULL_MODEL_WEIGHTS)
+    return "full" if has_full and not (save_directory / ADAPTER_CONFIG_NAME).exists() else "adapter"
+
+
+def missing_saved_files(save_directory: str | Path, with_collab_model: bool = True,
+                        lm_weights: str | None = None) -> list[str]:
+    """Files a ``save_pretrained`` folder must hold but does not (paths relative to it; empty = complete):
+    ``collaborative_lm.json``, ``projector.safetensors``, the LoRA adapter (``adapter_config.json`` +
+    ``adapter_model.safetensors``) or, for a full fine-tune, the model weights, and ``collab_model/
+    model.safetensors`` when ``with_collab_model``. ``lm_weights`` overrides what the config records."""
+    save_directory = Path(save_directory)
+    if not (save_directory / CONFIG_NAME).exists():
+        return [CONFIG_NAME]
+    config = json.loads((save_directory / CONFIG_NAME).read_text())
+    needed = [PROJECTOR_NAME]
+    if (lm_weights or _saved_lm_weights(save_directory, config)) == "adapter":
+        needed += [ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]
+    elif not any((save_directory / name).exists() for name in FULL_MODEL_WEIGHTS):
+        needed += [FULL_MODEL_WEIGHTS[0]]
+    if with_collab_model:
+        needed.append(f"{COLLAB_MODEL_DIR}/{COLLAB_WEIGHTS_NAME}")
+    return [name for name in needed if not (save_directory / name).exists()]
+
+
+def _require_saved_files(save_directory: Path, with_collab_model: bool, lm_weights: str | None = None) -> None:
+    missing = missing_saved_files(save_directory, with_collab_model, lm_weights)
+    if missing:
+        raise FileNotFoundError(f"{save_directory}: incomplete CollaborativeLM checkpoint, missing {missing}; "
+                                f"refusing to load (the model would run with untrained weights)")
+
+
+def _check_adapter_complete(lm: nn.Module, save_directory: Path) -> None:
+    """``ValueError`` listing the tensors of ``lm``'s (freshly loaded) adapter that the saved adapter file lacks:
+    PEFT itself only warns and leaves them at their initial values."""
+    with safe_open(str(save_directory / ADAPTER_WEIGHTS_NAME), "pt") as handle:
+        saved = set(handle.keys())
+    expected = get_peft_model_state_dict(lm, save_embedding_layers=False)
+    _raise_if_missing_adapter_tensors(save_directory, [key for key in expected if key not in saved])
+
+
+def _raise_if_missing_adapter_tensors(save_directory: Path, missing: list[str]) -> None:
+    if missing:
+        missing = sorted(missing)
+        raise ValueError(f"{save_directory / ADAPTER_WEIGHTS_NAME} lacks {len(missing)} LoRA tensor(s) of the adapter, "
+                         f"which would keep their initial values: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
 
 
 def _read_config(save_directory: Path) -> dict:

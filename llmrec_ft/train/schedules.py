@@ -39,7 +39,8 @@ from llmrec_ft.llm.collaborative_lm import PROJECTOR_NAME
 from llmrec_ft.llm.packing import PackedCollator
 from llmrec_ft.train.collator import PointwiseCollator
 from llmrec_ft.train.freezing import FreezeStage, StagedFreezing, collaborative_lm_parts, hierarchical_stages
-from llmrec_ft.train.trainer import CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer, TrainableCollaborativeLM
+from llmrec_ft.train.trainer import (CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer, TrainableCollaborativeLM,
+                                    pretokenized_args)
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,11 @@ def final_model_dir(output_dir: str | Path, stage: str) -> Path:
 def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedTokenizerBase,
               train_dataset: datasets.Dataset, stages: list[FreezeStage], training_args: SFTConfig,
               collaborative: bool, max_steps: int | None = None) -> float:
-    """Train one stage (or load it if already finished); returns the seconds spent."""
+    """Train one stage (or load it if already finished); returns the seconds spent.
+
+    ``training_args`` may be a default ``SFTConfig``: what this stage needs is set on a copy -- its own output
+    folder, no Hub push, ``padding_free`` handled by our collator, and ``remove_unused_columns=False`` +
+    ``skip_prepare_dataset`` for the pre-tokenized rows (:func:`~llmrec_ft.train.trainer.pretokenized_args`)."""
     start = time.perf_counter()
     stage_dir = Path(training_args.output_dir) / name
     final_dir = final_model_dir(training_args.output_dir, name)
@@ -95,9 +100,9 @@ def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedT
         model.load_pretrained_weights(final_dir)
         return time.perf_counter() - start
     # TRL refuses a custom collator with padding_free=True; ours packs instead (see module doc)
-    args = dataclasses.replace(training_args, output_dir=str(stage_dir), push_to_hub=False,
-                               max_steps=max_steps if max_steps is not None else training_args.max_steps,
-                               resume_from_checkpoint=None, padding_free=False)
+    args = pretokenized_args(dataclasses.replace(
+        training_args, output_dir=str(stage_dir), push_to_hub=False, resume_from_checkpoint=None, padding_free=False,
+        max_steps=max_steps if max_steps is not None else training_args.max_steps))
     if len(stages) > 1 and args.ddp_find_unused_parameters is None:
         args.ddp_find_unused_parameters = True  # parts frozen in early stages get no gradient under DDP
     freezing = StagedFreezing(collaborative_lm_parts(model), stages)

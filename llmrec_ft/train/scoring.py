@@ -1,8 +1,12 @@
 """Scoring the Yes/No recommender: P(Yes) AUC on warm/cold test sets and sampled-candidate ranking.
 
 P(Yes) is TALLRec's score: at the last prompt position, a softmax over just the two answer logits,
-``sigmoid(logit_yes - logit_no)``. Only that position's logits are computed (``logits_to_keep=1`` on a
-left-padded batch), so scoring never materialises a ``[batch, length, vocab]`` tensor.
+``sigmoid(logit_yes - logit_no)``. Rankings and AUC use the logit gap ``logit_yes - logit_no`` itself
+(:func:`yes_logit_gaps`): sigmoid is monotone, so the order is the same, but a float32 sigmoid rounds every gap
+above ~17 to exactly 1.0 (float64: above ~37), and a fine-tuned model's confident answers then all tie -- a
+perfectly ranked test set would score AUC 0.5. :func:`yes_probabilities` is for reading P(Yes), not for ranking.
+Only the last position's logits are computed (``logits_to_keep=1`` on a left-padded batch), so scoring never
+materialises a ``[batch, length, vocab]`` tensor.
 
 The collaborative baseline (SASRec alone) gets two scores, both from the pretrained checkpoint:
 
@@ -31,9 +35,10 @@ def _batches(dataset: datasets.Dataset, batch_size: int):
 
 
 @torch.no_grad()
-def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int,
-                      collaborative: bool, batch_size: int = 16) -> torch.Tensor:
-    """``[N]`` P(Yes) for every encoded sample (its answer token is dropped, the prompt is scored)."""
+def yes_logit_gaps(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int,
+                   collaborative: bool, batch_size: int = 16) -> torch.Tensor:
+    """``[N]`` float32 ``logit_yes - logit_no`` (= log-odds of P(Yes)) for every encoded sample (its answer token
+    is dropped, the prompt is scored). The score to rank by and compute AUC from: it never saturates."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -43,10 +48,17 @@ def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id:
         for rows in _batches(encoded, batch_size):
             batch = {key: value.to(device) for key, value in collate(rows).items()}
             logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
-            scores.append(torch.sigmoid(logits[:, yes_id] - logits[:, no_id]).cpu())
+            scores.append((logits[:, yes_id] - logits[:, no_id]).cpu())
     finally:
         model.train(was_training)
     return torch.cat(scores) if scores else torch.empty(0)
+
+
+def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int,
+                      collaborative: bool, batch_size: int = 16) -> torch.Tensor:
+    """``[N]`` float32 P(Yes) = ``sigmoid(gap)`` of :func:`yes_logit_gaps`, for reading probabilities. Do not rank
+    by it: gaps above ~17 all round to 1.0 (see the module docstring)."""
+    return torch.sigmoid(yes_logit_gaps(model, encoded, pad_token_id, yes_id, no_id, collaborative, batch_size))
 
 
 def auc_report(scores: Mapping[str, torch.Tensor], test_sets: Mapping[str, datasets.Dataset]) -> dict:
@@ -150,8 +162,9 @@ class SASRecClassifier:
 
     @torch.no_grad()
     def predict(self, samples: datasets.Dataset) -> torch.Tensor:
+        """``[N]`` logits (log-odds of a like): rank-equivalent to the probability, without sigmoid saturation."""
         if self.linear is None:
             raise RuntimeError("call fit() before predict()")
         mean, std = self._norm
         x = (self._features(*sasrec_features(self.sasrec, samples)) - mean) / std
-        return torch.sigmoid(self.linear(x).squeeze(-1))
+        return self.linear(x).squeeze(-1)

@@ -14,24 +14,35 @@ one. Three things differ, and this subclass changes exactly those:
   ``trainer.train(resume_from_checkpoint=...)`` continues with the same weights, optimizer moments, data
   order and RNG state as the interrupted run.
 
-Data arrive pre-tokenized (``dataset_kwargs={"skip_prepare_dataset": True}``, ``remove_unused_columns=False``)
-and are batched by :class:`~llmrec_ft.train.collator.PointwiseCollator`; Accelerate (through Trainer) handles
-devices, mixed precision and distribution. There is no training loop here.
+Data arrive pre-tokenized and are batched by :class:`~llmrec_ft.train.collator.PointwiseCollator`; Accelerate
+(through Trainer) handles devices, mixed precision and distribution. There is no training loop here. The
+trainer sets the two arguments that this needs itself (:func:`pretokenized_args`), so a default ``SFTConfig``
+works.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import torch
 from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
-from trl import SFTTrainer
+from trl import SFTConfig, SFTTrainer
 
 from llmrec_ft.llm.collaborative_lm import CollaborativeLM
 
 CHECKPOINT_MODEL_DIR = "collaborative_lm"
+
+
+def pretokenized_args(args: SFTConfig) -> SFTConfig:
+    """A copy of ``args`` with what pre-tokenized rows batched by our collators need: ``remove_unused_columns=False``
+    (SFTTrainer keeps only ``input_ids``/``labels``/``seq_lengths`` otherwise, dropping ``cf_history`` and
+    ``cf_items``, and the collator fails with ``KeyError: 'cf_history'``) and
+    ``dataset_kwargs["skip_prepare_dataset"]`` (SFTTrainer would otherwise tokenize the rows again)."""
+    return dataclasses.replace(args, remove_unused_columns=False,
+                               dataset_kwargs={**(args.dataset_kwargs or {}), "skip_prepare_dataset": True})
 
 
 class TrainableCollaborativeLM(CollaborativeLM):
@@ -44,8 +55,8 @@ class TrainableCollaborativeLM(CollaborativeLM):
 class CollaborativeSFTTrainer(SFTTrainer):
     """``SFTTrainer`` whose model is a :class:`TrainableCollaborativeLM` (see the module docstring)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, model: TrainableCollaborativeLM, args: SFTConfig, **kwargs):
+        super().__init__(model, pretokenized_args(args), **kwargs)
         if self.args.load_best_model_at_end:
             raise ValueError("load_best_model_at_end is not supported: the recipe evaluates after training")
         if self.is_fsdp_enabled:  # sharded saves would hold no loadable adapter (PEFT's FSDP examples do the same)
