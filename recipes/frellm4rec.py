@@ -37,7 +37,7 @@ from llmrec_ft.filters.spectral_energy import (layerwise_low_frequency_energy, p
                                                recorded_layer_outputs)
 from llmrec_ft.io import atomic_path, write_json
 from llmrec_ft.llm.backbone import load_backbone
-from llmrec_ft.llm.text_embeddings import item_text_embeddings
+from llmrec_ft.llm.text_embeddings import embed_item_texts, item_text_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,10 @@ class FreLLM4RecArgs(FreLLM4RecConfig):
     sasrec_checkpoint: str | None = field(default=None, metadata={
         "help": "SASRec dir (recipes/sasrec.py output). None: train one into <output_dir>/sasrec first."})
     sasrec_epochs: int = field(default=200, metadata={"help": "Epoch cap when training SASRec here (early-stopped)."})
-    text_pooling: str = field(default="mean", metadata={"help": "'mean' or 'last' token of the item text."})
+    text_encoder: str | None = field(default=None, metadata={
+        "help": "Item-text encoder: None = the backbone itself (the paper), all-minilm-l6-v2, or any causal LM."})
+    text_pooling: str = field(default="mean", metadata={
+        "help": "Causal LM: 'mean' or 'last' token of the item text (a sentence encoder is always mean-pooled)."})
     text_batch_size: int = field(default=16, metadata={"help": "Items per batch when embedding the texts."})
     eval_splits: list[str] = field(default_factory=lambda: ["valid", "test"], metadata={"help": "Splits to rank."})
     eval_batch_size: int = field(default=64, metadata={"help": "Users per ranking batch."})
@@ -119,8 +122,12 @@ def main(args: FreLLM4RecArgs, data_args: DataConfig, training_args: TrainingArg
 
     backbone, tokenizer = load_backbone(args.backbone)
     backbone.to(training_args.device)  # embed the item texts where training will run
-    text = item_text_embeddings(backbone, tokenizer, item_texts(ds), args.backbone, batch_size=args.text_batch_size,
-                                pooling=args.text_pooling)
+    if args.text_encoder is None:
+        text = item_text_embeddings(backbone, tokenizer, item_texts(ds), args.backbone,
+                                    batch_size=args.text_batch_size, pooling=args.text_pooling)
+    else:
+        text = embed_item_texts(item_texts(ds), args.text_encoder, pooling=args.text_pooling,
+                                batch_size=args.text_batch_size, device=training_args.device)
     text = torch.cat([text.new_zeros(1, text.shape[1]), text])  # row 0 = padding
     graph = cooccurrence_graph(ds["train"]["items"], num_items(ds))
     config = FreLLM4RecConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FreLLM4RecConfig)})

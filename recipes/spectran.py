@@ -5,8 +5,8 @@
 
 ``adapter``: ``none`` (ID-only), ``linear``/``mlp`` (learned projection), ``svd`` (frozen top-k principal
 coordinates) or ``spectran`` (spectral-aware transformer adapter, :mod:`llmrec_ft.adapters.spectran`).
-Item texts (``ds["items"]["text"]``) are encoded once by ``llm`` (the embedded SmolLM2 by default, or any
-Hub id / local causal LM) and cached on disk, keyed by the model name and the texts.
+Item texts (``ds["items"]["text"]``) are encoded once by ``text_encoder`` (the embedded SmolLM2 by default,
+any causal LM, or the ``all-minilm-l6-v2`` sentence encoder) and cached on disk, keyed by the name and the texts.
 
 ``output_dir`` ends with ``config.json`` + ``model.safetensors`` (the fused model's weights),
 ``adapter_config.json`` + ``text_embeddings.safetensors`` (what :func:`load_trained` needs to rebuild it
@@ -17,7 +17,6 @@ without the LLM), ``metrics.json`` (valid/test full ranking, overall and warm/co
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -35,8 +34,7 @@ from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.collab.trainer import RankingTrainingArguments, evaluate_ranking, save_pretrained_atomic, train_id_model
 from llmrec_ft.data import DataConfig, num_items, prepare_dataset
 from llmrec_ft.io import atomic_path, write_json
-from llmrec_ft.llm.backbone import load_backbone
-from llmrec_ft.llm.text_embeddings import item_text_embeddings, text_embedding_cache_path
+from llmrec_ft.llm.text_embeddings import embed_item_texts
 
 logger = logging.getLogger(__name__)
 BACKBONES = ("sasrec", "gru4rec", "bert4rec")
@@ -57,10 +55,12 @@ class SpecTranArgs:
     intermediate_size: int = field(default=256, metadata={"help": "SASRec/BERT4Rec: feed-forward width."})
     gru_hidden_size: int = field(default=128, metadata={"help": "GRU4Rec: GRU state width."})
     mask_prob: float = field(default=0.2, metadata={"help": "BERT4Rec: probability of masking an item."})
-    llm: str = field(default="smollm2-135m-instruct", metadata={"help": "Text encoder: embedded name, Hub id or dir."})
-    text_pooling: str = field(default="mean", metadata={"help": "'mean' or 'last' token of the item text."})
-    text_layer: int = field(default=-1, metadata={"help": "Hidden layer of the LLM to pool (-1 = last)."})
-    text_batch_size: int = field(default=32, metadata={"help": "Item texts per LLM forward pass."})
+    text_encoder: str = field(default="smollm2-135m-instruct", metadata={
+        "help": "all-minilm-l6-v2 (sentence encoder) or a causal LM: embedded name, Hub id or dir."})
+    text_pooling: str = field(default="mean", metadata={
+        "help": "Causal LM: 'mean' or 'last' token of the item text (a sentence encoder is always mean-pooled)."})
+    text_layer: int = field(default=-1, metadata={"help": "Hidden layer of a causal LM to pool (-1 = last)."})
+    text_batch_size: int = field(default=32, metadata={"help": "Item texts per encoder forward pass."})
     mlp_hidden_size: int = field(default=256, metadata={"help": "MLP adapter hidden width."})
     mlp_dropout: float = field(default=0.1, metadata={"help": "Dropout between the MLP adapter's layers."})
     spectran_dropout: float = field(default=0.0, metadata={
@@ -93,17 +93,6 @@ def adapter_kwargs(args: SpecTranArgs) -> dict:
     return {}
 
 
-@functools.lru_cache(maxsize=4)
-def _encode_texts(llm: str, texts: tuple[str, ...], pooling: str, layer: int, batch_size: int) -> torch.Tensor:
-    """Loads the LLM only on a cache miss (a hit never runs the model), at most once per process."""
-    texts = list(texts)
-    model = tokenizer = None
-    if not text_embedding_cache_path(texts, llm, layer, pooling, TEXT_MAX_LENGTH).exists():
-        model, tokenizer = load_backbone(llm)
-    return item_text_embeddings(model, tokenizer, texts, llm, batch_size=batch_size, layer=layer, pooling=pooling,
-                                max_length=TEXT_MAX_LENGTH)
-
-
 def item_text_matrix(ds, args: SpecTranArgs) -> torch.Tensor:
     """``[num_items, D]`` LLM embedding of each item's text; row ``i`` is item id ``i + 1``."""
     items = ds["items"]
@@ -113,7 +102,8 @@ def item_text_matrix(ds, args: SpecTranArgs) -> torch.Tensor:
     empty = [row for row, text in enumerate(items["text"]) if not text or not text.strip()]
     if empty:
         raise ValueError(f"items split: row {empty[0]} (item_id {ids[empty[0]]}) has an empty text")
-    return _encode_texts(args.llm, tuple(items["text"]), args.text_pooling, args.text_layer, args.text_batch_size)
+    return embed_item_texts(items["text"], args.text_encoder, pooling=args.text_pooling, layer=args.text_layer,
+                            batch_size=args.text_batch_size, max_length=TEXT_MAX_LENGTH)
 
 
 def build_model(args: SpecTranArgs, catalog_size: int, text: torch.Tensor | None):
@@ -165,7 +155,8 @@ def main(model_args: SpecTranArgs, data_args: DataConfig, training_args: Ranking
 def save_trained(model, args: SpecTranArgs, text: torch.Tensor | None, metrics: dict, output_dir: Path) -> None:
     save_pretrained_atomic(model, output_dir)
     write_json(output_dir / "adapter_config.json", {"adapter": args.adapter, "kwargs": adapter_kwargs(args),
-                                                    "llm": args.llm, "text_pooling": args.text_pooling,
+                                                    "text_encoder": args.text_encoder,
+                                                    "text_pooling": args.text_pooling,
                                                     "text_layer": args.text_layer})
     if text is not None:
         with atomic_path(output_dir / "text_embeddings.safetensors") as tmp:

