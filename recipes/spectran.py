@@ -16,7 +16,6 @@ without the LLM), ``metrics.json`` (valid/test full ranking, overall and warm/co
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
