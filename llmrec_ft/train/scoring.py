@@ -1,7 +1,10 @@
 """Scoring the Yes/No recommender: P(Yes) AUC on warm/cold test sets and sampled-candidate ranking.
 
 P(Yes) is TALLRec's score: at the last prompt position, a softmax over just the two answer logits,
-``sigmoid(logit_yes - logit_no)``. Only that position's logits are computed (``logits_to_keep=1`` on a
+``sigmoid(logit_yes - logit_no)``; a model trained with ``loss: yes_bce`` (CoLLM) is scored as it was
+trained, ``sigmoid(logit_yes)`` (``no_id=None``). For AUC/UAUC pass ``as_logits=True``: the score before the
+sigmoid ranks the same, but float32 ``sigmoid`` rounds every logit above ~17 to 1.0 -- and a model trained with
+BCE on the raw Yes logit starts around 20-30 there, so its probabilities would all tie (AUC exactly 0.5). Only that position's logits are computed (``logits_to_keep=1`` on a
 left-padded batch), so scoring never materialises a ``[batch, length, vocab]`` tensor.
 
 The collaborative baseline (SASRec alone) gets two scores, both from the pretrained checkpoint:
@@ -21,7 +24,7 @@ import datasets
 import torch
 from torch import nn
 
-from llmrec_ft.eval import candidate_metrics, roc_auc, sample_negatives
+from llmrec_ft.eval import candidate_metrics, roc_auc, sample_negatives, user_auc
 from llmrec_ft.train.collator import PointwiseCollator, pad
 
 
@@ -31,9 +34,11 @@ def _batches(dataset: datasets.Dataset, batch_size: int):
 
 
 @torch.no_grad()
-def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int,
-                      collaborative: bool, batch_size: int = 16) -> torch.Tensor:
-    """``[N]`` P(Yes) for every encoded sample (its answer token is dropped, the prompt is scored)."""
+def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int | None,
+                      collaborative: bool, batch_size: int = 16, as_logits: bool = False) -> torch.Tensor:
+    """``[N]`` P(Yes) for every encoded sample (its answer token is dropped, the prompt is scored);
+    ``no_id=None``: ``sigmoid(logit_yes)`` alone; ``as_logits``: the argument of the sigmoid instead (see the
+    module docstring)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -43,24 +48,36 @@ def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id:
         for rows in _batches(encoded, batch_size):
             batch = {key: value.to(device) for key, value in collate(rows).items()}
             logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
-            scores.append(torch.sigmoid(logits[:, yes_id] - logits[:, no_id]).cpu())
+            margin = logits[:, yes_id] - (logits[:, no_id] if no_id is not None else 0)
+            scores.append((margin if as_logits else torch.sigmoid(margin)).cpu())
     finally:
         model.train(was_training)
     return torch.cat(scores) if scores else torch.empty(0)
 
 
 def auc_report(scores: Mapping[str, torch.Tensor], test_sets: Mapping[str, datasets.Dataset]) -> dict:
-    """``{"auc_warm": ..., "auc_cold": ..., "auc_all": ..., "n_warm": ..., "n_cold": ...}``."""
-    report, all_scores, all_labels = {}, [], []
+    """``{"auc_warm": ..., "auc_cold": ..., "auc_all": ..., "n_warm": ..., "n_cold": ...}`` plus UAUC per group
+    and overall (``uauc_*``, ``uauc_users_*``: how many users had both labels) when the sets have ``user_id``."""
+    report, all_scores, all_labels, all_users = {}, [], [], []
     for group, dataset in test_sets.items():
         labels = torch.tensor(dataset["label"])
         report[f"n_{group}"] = len(labels)
         report[f"auc_{group}"] = roc_auc(scores[group], labels) if 0 < labels.sum() < len(labels) else None
         all_scores.append(scores[group])
         all_labels.append(labels)
+        if "user_id" in dataset.column_names:
+            all_users.append(torch.tensor(dataset["user_id"]))
+            report.update(_uauc_entries(group, scores[group], labels, all_users[-1]))
     labels = torch.cat(all_labels)
     report["auc_all"] = roc_auc(torch.cat(all_scores), labels) if 0 < labels.sum() < len(labels) else None
+    if len(all_users) == len(all_labels):
+        report.update(_uauc_entries("all", torch.cat(all_scores), labels, torch.cat(all_users)))
     return report
+
+
+def _uauc_entries(group: str, scores: torch.Tensor, labels: torch.Tensor, users: torch.Tensor) -> dict:
+    user_ids, auc = user_auc(scores, labels, users) if len(labels) else (torch.empty(0), torch.empty(0))
+    return {f"uauc_{group}": float(auc.mean()) if len(auc) else None, f"uauc_users_{group}": len(user_ids)}
 
 
 def ranking_candidates(ds: datasets.DatasetDict, num_negatives: int, max_users: int | None, cf_max_len: int,
