@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
+from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from transformers import set_seed
 from trl import SFTConfig, TrlParser
@@ -72,6 +73,11 @@ class ModelArgs:
         "help": "Apply the LM head only where a label is (the answer): same loss, no [batch, length, vocab] logits."})
     compile_layers: bool = field(default=False, metadata={
         "help": "torch.compile each decoder layer (GPU speed; seconds of compilation at the start)."})
+    prompt: str = field(default="yes_no", metadata={"help": "Template in prompts/: yes_no | collm_yes_no."})
+    history_cf_tokens: bool = field(default=True, metadata={
+        "help": "History items get <|item_cf|> slots (false: only user and candidate, CoLLM's prompt)."})
+    loss: str = field(default="yes_no_ce", metadata={
+        "help": "yes_no_ce (answer cross-entropy) | yes_bce (BCE on the Yes logit, scored by sigmoid(Yes); CoLLM)."})
 
 
 @dataclass
@@ -85,7 +91,7 @@ class SASRecArgs:
 @dataclass
 class EvalArgs:
     ranking_negatives: int = field(default=99, metadata={"help": "Sampled negatives per ranking user."})
-    ranking_users: int | None = field(default=100, metadata={"help": "Test users ranked (None = all)."})
+    ranking_users: int | None = field(default=100, metadata={"help": "Test users ranked (None = all, 0 = skip)."})
 
 
 def load_or_train_sasrec(args: SASRecArgs, ds, training_args: SFTConfig) -> tuple[SASRec, str]:
@@ -109,18 +115,23 @@ def load_or_train_sasrec(args: SASRecArgs, ds, training_args: SFTConfig) -> tupl
     return SASRec.from_pretrained(target), str(target)
 
 
+def ranked(score, rows, negatives: int) -> dict:
+    return ranking_report(score(rows), negatives) if len(rows) else {}
+
+
 def sasrec_baselines(sasrec: SASRec, train, test_sets, ranking_rows, negatives: int) -> dict:
     classifier = SASRecClassifier(sasrec).fit(train)
     report = {}
     for name, score in (("next_item", lambda data: next_item_scores(sasrec, data)), ("classifier", classifier.predict)):
         report[name] = {**auc_report({g: score(s) for g, s in test_sets.items()}, test_sets),
-                        **ranking_report(score(ranking_rows), negatives)}
+                        **ranked(score, ranking_rows, negatives)}
     return report
 
 
 def llm_report(model, tokenizer, encoded_tests, encoded_ranking, collaborative: bool, batch_size: int,
                negatives: int) -> dict:
     yes, no = answer_token_ids(tokenizer)
+    no = None if model.loss == "yes_bce" else no  # score as trained: sigmoid(Yes logit)
     start = time.perf_counter()
 
     def score(data):
@@ -128,7 +139,7 @@ def llm_report(model, tokenizer, encoded_tests, encoded_ranking, collaborative: 
 
     with padded_batch_attention(model):  # scoring batches are padded
         report = {**auc_report({g: score(s) for g, s in encoded_tests.items()}, encoded_tests),
-                  **ranking_report(score(encoded_ranking), negatives)}
+                  **ranked(score, encoded_ranking, negatives)}
     report["eval_seconds"] = time.perf_counter() - start
     return report
 
@@ -144,7 +155,8 @@ def build_model(model_args: ModelArgs, schedule_args: ScheduleArgs, sasrec: SASR
             raise ValueError(f"the new SASRec is {sasrec.config.hidden_size}-d but the projector expects "
                              f"{trained.projector.in_dim}-d")
         return TrainableCollaborativeLM(trained.lm, trained.projector, sasrec, trained.token_ids,
-                                        answer_only_loss=model_args.answer_only_loss), tokenizer
+                                        answer_only_loss=model_args.answer_only_loss, loss=model_args.loss,
+                                        yes_token_id=answer_token_ids(tokenizer)[0]), tokenizer
     lm, tokenizer = load_backbone(model_args.model_name_or_path, dtype=model_args.dtype,
                                   attn_implementation=model_args.attn_implementation,
                                   load_in_4bit=model_args.load_in_4bit, load_in_8bit=model_args.load_in_8bit)
@@ -163,7 +175,8 @@ def build_model(model_args: ModelArgs, schedule_args: ScheduleArgs, sasrec: SASR
     if model_args.compile_layers:
         compile_decoder_layers(lm)
     return TrainableCollaborativeLM(lm, projector.to(device), sasrec, token_ids,
-                                    answer_only_loss=model_args.answer_only_loss), tokenizer
+                                    answer_only_loss=model_args.answer_only_loss, loss=model_args.loss,
+                                    yes_token_id=answer_token_ids(tokenizer)[0]), tokenizer
 
 
 def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataConfig, sasrec_args: SASRecArgs,
@@ -177,8 +190,9 @@ def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataCon
     ds = prepare_dataset(data_args)
     samples = build_pointwise_samples(ds, sample_args)
     test_sets = warm_cold_test_sets(samples, sample_args)
-    ranking_rows = ranking_candidates(ds, eval_args.ranking_negatives, eval_args.ranking_users,
-                                      sample_args.cf_max_len, sample_args.max_history, seed=sample_args.sample_seed)
+    ranking_rows = (ranking_candidates(ds, eval_args.ranking_negatives, eval_args.ranking_users, sample_args.cf_max_len,
+                                       sample_args.max_history, seed=sample_args.sample_seed)
+                    if eval_args.ranking_users != 0 else Dataset.from_dict({}))
 
     start = time.perf_counter()
     with whole_weights(training_args):
@@ -197,7 +211,7 @@ def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataCon
     with whole_weights(training_args):
         model, tokenizer = build_model(model_args, schedule_args, sasrec)
     titles = ["", *ds["items"][model_args.item_text_field]]
-    template = load_prompt("yes_no")
+    template = load_prompt(model_args.prompt, history_cf=model_args.history_cf_tokens)
 
     def encode(data, collaborative):
         return encode_pointwise(data, tokenizer, template, titles, collaborative, sample_args.max_history,

@@ -1,10 +1,12 @@
-"""Train an ID backbone (SASRec, GRU4Rec, BERT4Rec) with LLM item text fused in through an adapter.
+"""Train an ID backbone (SASRec, GRU4Rec, BERT4Rec, HSTU) with LLM item text fused in through an adapter.
 
     python recipes/spectran.py --config recipes/configs/spectran_ml100k.yaml [--backbone gru4rec --adapter mlp]
     accelerate launch --config_file accelerate_configs/cpu.yaml recipes/spectran.py --config ...
 
 ``adapter``: ``none`` (ID-only), ``linear``/``mlp`` (learned projection), ``svd`` (frozen top-k principal
 coordinates) or ``spectran`` (spectral-aware transformer adapter, :mod:`llmrec_ft.adapters.spectran`).
+``loss``: ``ce`` (full-catalogue cross-entropy) or ``infonce`` (sampled softmax with a temperature, what
+SpecTran trains with; :mod:`llmrec_ft.adapters.infonce`).
 Item texts (``ds["items"]["text"]``) are encoded once by ``text_encoder`` (the embedded SmolLM2 by default,
 any causal LM, or the ``all-minilm-l6-v2`` sentence encoder) and cached on disk, keyed by the name and the texts.
 
@@ -27,8 +29,10 @@ from transformers import AutoConfig, AutoModel, set_seed
 from trl import TrlParser
 
 from llmrec_ft.adapters import attach_adapter, build_adapter, effective_rank, normalized_spectrum, plot_spectra
+from llmrec_ft.adapters.infonce import infonce_config
 from llmrec_ft.collab.bert4rec import BERT4Rec, BERT4RecConfig, MaskedItemCollator, masked_item_windows
 from llmrec_ft.collab.gru4rec import GRU4Rec, GRU4RecConfig
+from llmrec_ft.collab.hstu import HSTU, HSTUConfig
 from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.collab.trainer import RankingTrainingArguments, evaluate_ranking, save_pretrained_atomic, train_id_model
 from llmrec_ft.data import DataConfig, num_items, prepare_dataset
@@ -36,7 +40,7 @@ from llmrec_ft.io import atomic_path, write_json
 from llmrec_ft.llm.text_embeddings import embed_item_texts
 
 logger = logging.getLogger(__name__)
-BACKBONES = ("sasrec", "gru4rec", "bert4rec")
+BACKBONES = ("sasrec", "gru4rec", "bert4rec", "hstu")
 TEXT_MAX_LENGTH = 128  # tokens per item text; ML-100K titles + genres use about 20
 
 
@@ -54,6 +58,9 @@ class SpecTranArgs:
     intermediate_size: int = field(default=256, metadata={"help": "SASRec/BERT4Rec: feed-forward width."})
     gru_hidden_size: int = field(default=128, metadata={"help": "GRU4Rec: GRU state width."})
     mask_prob: float = field(default=0.2, metadata={"help": "BERT4Rec: probability of masking an item."})
+    loss: str = field(default="ce", metadata={"help": "ce (full catalogue) | infonce (sampled softmax, SpecTran)."})
+    infonce_negatives: int = field(default=256, metadata={"help": "InfoNCE: uniform negatives per position."})
+    infonce_temperature: float = field(default=0.1, metadata={"help": "InfoNCE: softmax temperature."})
     text_encoder: str = field(default="smollm2-135m-instruct", metadata={
         "help": "all-minilm-l6-v2 (sentence encoder) or a causal LM: embedded name, Hub id or dir."})
     text_pooling: str = field(default="mean", metadata={
@@ -71,7 +78,10 @@ class SpecTranArgs:
 
 
 def build_backbone(args: SpecTranArgs, catalog_size: int):
-    common = dict(num_items=catalog_size, hidden_size=args.hidden_size, max_len=args.max_len, dropout=args.dropout)
+    if args.loss not in ("ce", "infonce"):
+        raise ValueError(f"loss={args.loss!r}: choose ce or infonce")
+    common = dict(num_items=catalog_size, hidden_size=args.hidden_size, max_len=args.max_len, dropout=args.dropout,
+                  **(infonce_config(args.infonce_negatives, args.infonce_temperature) if args.loss == "infonce" else {}))
     transformer = dict(num_blocks=args.num_blocks, num_heads=args.num_heads, intermediate_size=args.intermediate_size)
     if args.backbone == "sasrec":
         return SASRec(SASRecConfig(**common, **transformer))
@@ -79,6 +89,8 @@ def build_backbone(args: SpecTranArgs, catalog_size: int):
         return GRU4Rec(GRU4RecConfig(**common, gru_hidden_size=args.gru_hidden_size))
     if args.backbone == "bert4rec":
         return BERT4Rec(BERT4RecConfig(**common, **transformer, mask_prob=args.mask_prob))
+    if args.backbone == "hstu":
+        return HSTU(HSTUConfig(**common, num_blocks=args.num_blocks, num_heads=args.num_heads))
     raise ValueError(f"backbone={args.backbone!r}: choose one of {BACKBONES}")
 
 

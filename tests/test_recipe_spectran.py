@@ -90,20 +90,24 @@ def test_spectran_recipe_trains_saves_reloads_and_plots(tmp_path, tiny_llm, ds):
     assert reloaded["all"]["ndcg@10"] == pytest.approx(metrics["test"]["all"]["ndcg@10"], abs=1e-6)
 
 
-@pytest.mark.parametrize("backbone,adapter", [("gru4rec", "mlp"), ("bert4rec", "svd"), ("sasrec", "none")])
-def test_every_backbone_and_baseline_runs_through_the_same_harness(tmp_path, tiny_llm, backbone, adapter):
+@pytest.mark.parametrize("backbone,adapter,loss", [("gru4rec", "mlp", "ce"), ("bert4rec", "svd", "ce"),
+                                                   ("sasrec", "none", "ce"), ("hstu", "spectran", "infonce")])
+def test_every_backbone_and_baseline_runs_through_the_same_harness(tmp_path, tiny_llm, backbone, adapter, loss):
     recipe = load_recipe()
     metrics = run_recipe(recipe, tiny_llm, tmp_path / "run", "--backbone", backbone, "--adapter", adapter,
-                         "--num_heads", "2")
+                         "--num_heads", "2", "--loss", loss, "--infonce_negatives", "32")
     assert metrics["valid"]["all"]["ndcg@10"] > 0
     assert ("adapted" in metrics["spectrum"]) == (adapter != "none")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["model_type"] == f"llmrec_{backbone}"
+    assert config.get("train_loss", "ce") == loss
 
 
 def test_bad_arguments_are_named(tmp_path, tiny_llm):
     recipe = load_recipe()
     with pytest.raises(ValueError, match="backbone='caser'"):
         run_recipe(recipe, tiny_llm, tmp_path / "run", "--backbone", "caser")
+    with pytest.raises(ValueError, match="loss='bpr'"):
+        run_recipe(recipe, tiny_llm, tmp_path / "run", "--loss", "bpr")
     with pytest.raises(ValueError, match="unknown adapter 'pca'"):
         run_recipe(recipe, tiny_llm, tmp_path / "run", "--adapter", "pca")

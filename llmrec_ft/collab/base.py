@@ -59,7 +59,12 @@ class SequentialRecommender(PreTrainedModel):
                              "left padding (the most recent item in the last column)")
 
     def catalog_cross_entropy(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Softmax cross-entropy of ``targets`` (``[N]`` item ids) over the whole catalogue."""
+        """Softmax cross-entropy of ``targets`` (``[N]`` item ids) over the whole catalogue -- or, in training
+        with ``config.train_loss == "infonce"``, over sampled negatives (:mod:`llmrec_ft.adapters.infonce`)."""
+        if self.training and getattr(self.config, "train_loss", "ce") == "infonce":
+            from llmrec_ft.adapters.infonce import sampled_softmax_loss
+            return sampled_softmax_loss(states, targets, self.item_embeddings, self.config.num_items,
+                                        self.config.infonce_negatives, self.config.infonce_temperature)
         return F.cross_entropy(self.item_logits(states).float(), targets)
 
     def score_all_items(self, input_ids: torch.Tensor) -> torch.Tensor:

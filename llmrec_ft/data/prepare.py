@@ -25,6 +25,7 @@ import datasets
 from llmrec_ft.assets import cache_dir
 from llmrec_ft.data.amazon import FORMATS as AMAZON_FORMATS
 from llmrec_ft.data.amazon import read_amazon
+from llmrec_ft.data.collm import build_collm_dataset
 from llmrec_ft.data.generic import read_generic
 from llmrec_ft.data.interactions import DataError
 from llmrec_ft.data.movielens import download_grouplens, read_ml1m, read_ml100k
@@ -35,7 +36,7 @@ from llmrec_ft.data.recbole_atomic import embedded_ml100k, read_atomic
 from llmrec_ft.io import atomic_path, write_json
 
 FORMAT_VERSION = 2  # 2: timestamps at the source's resolution (Amazon 2023 in ms), cleaned item text
-DATASETS = ("ml-100k", "ml-100k-grouplens", "ml-1m", "recbole", "amazon2018", "amazon2023", "generic")
+DATASETS = ("ml-100k", "ml-100k-grouplens", "ml-1m", "recbole", "amazon2018", "amazon2023", "generic", "collm")
 
 
 @dataclass
@@ -45,7 +46,8 @@ class DataConfig:
     dataset: str = field(default="ml-100k", metadata={"help": f"One of {DATASETS}. 'ml-100k' is the embedded copy."})
     data_path: str | None = field(default=None, metadata={
         "help": "Local source: folder (ml-100k-grouplens/ml-1m raw files, recbole atomic files) or interactions file "
-                "(amazon*, generic). GroupLens datasets are downloaded when omitted."})
+                "(amazon*, generic), folder of CoLLM's train/valid/test .parquet or .pkl (collm). "
+                "GroupLens datasets are downloaded when omitted."})
     item_path: str | None = field(default=None, metadata={"help": "Item file (amazon meta, generic items)."})
     min_user_interactions: int = field(default=5, metadata={"help": "k-core: users with fewer are dropped (>= 3)."})
     min_item_interactions: int = field(default=0, metadata={"help": "k-core: items with fewer are dropped."})
@@ -113,6 +115,11 @@ def _file_sha256(path: Path) -> str:
 def build_dataset(config: DataConfig) -> tuple[datasets.DatasetDict, dict]:
     """Parse, validate and split; returns the DatasetDict and its manifest (nothing is written)."""
     config.validate()
+    if config.dataset == "collm":  # pointwise rows with their own time split (llmrec_ft/data/collm.py)
+        dataset, info = build_collm_dataset(_required(config, "data_path"))
+        return dataset, {"format_version": FORMAT_VERSION, "config": dataclasses.asdict(config),
+                         "source_files": {str(p): _file_sha256(p) for p in info["files"]},
+                         "counts": info["counts"], "has_ratings": False}
     log, catalog, files = _read_source(config)
     raw_count = len(log)
     log, unknown_dropped = check_items_known(log, catalog, str(files[-1]), config.unknown_items)

@@ -43,10 +43,11 @@ class RenderedPrompt:
     text: str
     truncated: bool  # some of the oldest history items were left out
     shown_history_len: int  # the last ``shown_history_len`` history items are in the prompt
+    history_cf: bool = True  # history items carry <|item_cf|> slots (False: only the candidate does)
 
     def cf_item_ids(self, history_ids: Sequence[int], candidate_id: int | None = None) -> list[int]:
         """Item ids for the ``<|item_cf|>`` slots, in prompt order (shown history, then the candidate)."""
-        shown = list(history_ids)[len(history_ids) - self.shown_history_len:]
+        shown = list(history_ids)[len(history_ids) - self.shown_history_len:] if self.history_cf else []
         return shown + ([candidate_id] if candidate_id is not None else [])
 
 
@@ -78,20 +79,21 @@ class PromptTemplate:
     * ``chat``: whether the tokenizer's chat template will wrap the result.
 
     ``cf`` / ``user_cf`` hold the placeholder repeated ``cf_tokens_per_slot`` times; a template must print
-    each of them exactly once (checked at render time).
+    each of them exactly once (checked at render time). ``history_cf=False``: history items get an empty
+    ``cf`` and only the user and the candidate carry slots (CoLLM's two-token prompt).
     """
 
-    def __init__(self, source: str, name: str = "<string>"):
-        self.name = name
+    def __init__(self, source: str, name: str = "<string>", history_cf: bool = True):
+        self.name, self.history_cf = name, history_cf
         try:
             self._template = _env.from_string(source)
         except jinja2.TemplateSyntaxError as err:
             raise ValueError(f"{name}: template syntax error on line {err.lineno}: {err.message}") from err
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "PromptTemplate":
+    def from_file(cls, path: str | Path, history_cf: bool = True) -> "PromptTemplate":
         path = Path(path)
-        return cls(path.read_text(encoding="utf-8"), name=str(path))
+        return cls(path.read_text(encoding="utf-8"), name=str(path), history_cf=history_cf)
 
     def render(
         self,
@@ -139,14 +141,15 @@ class PromptTemplate:
             if len(encode_prompt(tokenizer, text)) > max_tokens:
                 raise ValueError(f"{self.name}: the prompt needs more than max_tokens={max_tokens} tokens "
                                  f"even with no history shown (candidate title {candidate_title!r})")
-        return RenderedPrompt(text=text, truncated=shown < len(history_titles), shown_history_len=shown)
+        return RenderedPrompt(text=text, truncated=shown < len(history_titles), shown_history_len=shown,
+                              history_cf=self.history_cf)
 
     def _render_text(self, tokenizer, titles, liked, candidate_title, with_cf, k) -> str:
         item_cf = " " + ITEM_CF_TOKEN * k if with_cf else ""
         chat = tokenizer.chat_template is not None
         variables = {
             "history": [{"title": neutralize_special_tokens(t, tokenizer),
-                         "liked": None if flag is None else bool(flag), "cf": item_cf}
+                         "liked": None if flag is None else bool(flag), "cf": item_cf if self.history_cf else ""}
                         for t, flag in zip(titles, liked)],
             "candidate": None if candidate_title is None else {
                 "title": neutralize_special_tokens(candidate_title, tokenizer), "cf": item_cf},
@@ -159,7 +162,7 @@ class PromptTemplate:
             raise ValueError(f"{self.name}: rendering failed: {err}") from err
         text = (tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                               add_generation_prompt=True) if chat else content)
-        expected_items = k * (len(titles) + (candidate_title is not None)) if with_cf else 0
+        expected_items = k * (len(titles) * self.history_cf + (candidate_title is not None)) if with_cf else 0
         found = (text.count(USER_CF_TOKEN), text.count(ITEM_CF_TOKEN))
         if found != ((k if with_cf else 0), expected_items):
             raise ValueError(f"{self.name}: rendered {found[0]} {USER_CF_TOKEN} and {found[1]} {ITEM_CF_TOKEN} "
@@ -168,13 +171,13 @@ class PromptTemplate:
         return text
 
 
-def load_prompt(task: str) -> PromptTemplate:
-    """The template for a task by name (``yes_no``, ``next_item``), from ``prompts/<task>.jinja``."""
+def load_prompt(task: str, history_cf: bool = True) -> PromptTemplate:
+    """The template for a task by name (``yes_no``, ``next_item``, ``collm_yes_no``), from ``prompts/<task>.jinja``."""
     path = PROMPTS_DIR / f"{task}.jinja"
     if not path.exists():
         available = sorted(p.stem for p in PROMPTS_DIR.glob("*.jinja"))
         raise ValueError(f"no prompt template for task {task!r} in {PROMPTS_DIR}; available: {available}")
-    return PromptTemplate.from_file(path)
+    return PromptTemplate.from_file(path, history_cf=history_cf)
 
 
 def truncation_report(prompts: Sequence[RenderedPrompt]) -> dict:

@@ -19,6 +19,11 @@ The LLM never trains on a test position: train samples always come before the va
 
 Cold = the candidate's ``is_cold`` flag in the items split: fewer training interactions than
 ``DataConfig.cold_item_threshold`` (the data config owns the threshold so every recipe agrees on it).
+
+Data that already come as pointwise rows (``dataset: collm``, :mod:`llmrec_ft.data.collm`) are used as they
+are: their own train/valid/test time split, labels and warm/cold flag (CoLLM's ``not_cold``); only the
+history is cut to ``max_history`` / ``cf_max_len`` and the caps apply. ``test_last_n``, ``min_history`` and
+``train_samples_per_user`` do not apply there.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 import datasets
 from transformers import PreTrainedTokenizerBase
 
+from llmrec_ft.data.collm import POINTWISE_PREFIX, has_pointwise_splits
 from llmrec_ft.llm.prompts import PromptTemplate, encode_prompt
 
 
@@ -61,6 +67,10 @@ def _sample(seq: list[int], liked: list[bool], position: int, user_id: int, conf
 
 def build_pointwise_samples(ds: datasets.DatasetDict, config: PointwiseConfig) -> datasets.DatasetDict:
     """``train``/``valid``/``test`` Datasets of pointwise samples (see the module docstring for the cut)."""
+    if has_pointwise_splits(ds):
+        given = _capped(datasets.DatasetDict({split: ds[POINTWISE_PREFIX + split]
+                                              for split in ("train", "valid", "test")}), config)
+        return datasets.DatasetDict({split: _given_rows(rows, config) for split, rows in given.items()})
     for split in ("test", "items"):
         if split not in ds:
             raise ValueError(f"the prepared dataset has no {split!r} split (got {sorted(ds)})")
@@ -83,7 +93,23 @@ def build_pointwise_samples(ds: datasets.DatasetDict, config: PointwiseConfig) -
         if len(train_positions) > config.train_samples_per_user:
             train_positions = sorted(rng.sample(train_positions, config.train_samples_per_user))
         rows["train"].extend(_sample(seq, liked, p, row["user_id"], config, cold) for p in train_positions)
-    out = datasets.DatasetDict({name: datasets.Dataset.from_list(split) for name, split in rows.items()})
+    return _capped(datasets.DatasetDict({name: datasets.Dataset.from_list(split) for name, split in rows.items()}),
+                   config)
+
+
+def _given_rows(rows: datasets.Dataset, config: PointwiseConfig) -> datasets.Dataset:
+    """Pointwise rows given by the data (CoLLM): the shown history and the SASRec input cut from the full one."""
+    def last(values: list, n: int) -> list:
+        return values[len(values) - min(len(values), n):]
+
+    def cut(batch):
+        return {"history": [last(h, config.max_history) for h in batch["history"]],
+                "history_liked": [last(h, config.max_history) for h in batch["history_liked"]],
+                "cf_history": [last(h, config.cf_max_len) for h in batch["history"]]}
+    return rows.map(cut, batched=True, desc="Cutting histories")
+
+
+def _capped(out: datasets.DatasetDict, config: PointwiseConfig) -> datasets.DatasetDict:
     if config.max_train_samples is not None:
         out["train"] = _cap(out["train"], config.max_train_samples, config.sample_seed)
     if config.max_eval_samples is not None:

@@ -1,10 +1,12 @@
 """Scoring the Yes/No recommender: P(Yes) AUC on warm/cold test sets and sampled-candidate ranking.
 
 P(Yes) is TALLRec's score: at the last prompt position, a softmax over just the two answer logits,
-``sigmoid(logit_yes - logit_no)``. Rankings and AUC use the logit gap ``logit_yes - logit_no`` itself
-(:func:`yes_logit_gaps`): sigmoid is monotone, so the order is the same, but a float32 sigmoid rounds every gap
-above ~17 to exactly 1.0 (float64: above ~37), and a fine-tuned model's confident answers then all tie -- a
-perfectly ranked test set would score AUC 0.5. :func:`yes_probabilities` is for reading P(Yes), not for ranking.
+``sigmoid(logit_yes - logit_no)``; a model trained with ``loss: yes_bce`` (CoLLM) is scored as it was
+trained, ``sigmoid(logit_yes)`` (``no_id=None``). Rankings and AUC use the log-odds itself, ``logit_yes -
+logit_no`` or ``logit_yes`` (:func:`yes_logit_gaps`): sigmoid is monotone, so the order is the same, but a float32
+sigmoid rounds every log-odds above ~17 to exactly 1.0 (float64: above ~37), and a fine-tuned model's confident
+answers then all tie -- a perfectly ranked test set would score AUC 0.5 (a model trained with BCE on the raw Yes
+logit starts around 20-30 there). :func:`yes_probabilities` is for reading P(Yes), not for ranking.
 Only the last position's logits are computed (``logits_to_keep=1`` on a left-padded batch), so scoring never
 materialises a ``[batch, length, vocab]`` tensor.
 
@@ -25,7 +27,7 @@ import datasets
 import torch
 from torch import nn
 
-from llmrec_ft.eval import candidate_metrics, roc_auc, sample_negatives
+from llmrec_ft.eval import candidate_metrics, roc_auc, sample_negatives, user_auc
 from llmrec_ft.train.collator import PointwiseCollator, pad
 
 
@@ -35,10 +37,11 @@ def _batches(dataset: datasets.Dataset, batch_size: int):
 
 
 @torch.no_grad()
-def yes_logit_gaps(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int,
+def yes_logit_gaps(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int | None,
                    collaborative: bool, batch_size: int = 16) -> torch.Tensor:
-    """``[N]`` float32 ``logit_yes - logit_no`` (= log-odds of P(Yes)) for every encoded sample (its answer token
-    is dropped, the prompt is scored). The score to rank by and compute AUC from: it never saturates."""
+    """``[N]`` float32 log-odds of P(Yes) for every encoded sample (its answer token is dropped, the prompt is
+    scored): ``logit_yes - logit_no``, or ``logit_yes`` alone when ``no_id`` is None (``loss: yes_bce``). The score
+    to rank by and compute AUC from: it never saturates."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -48,13 +51,13 @@ def yes_logit_gaps(model: nn.Module, encoded: datasets.Dataset, pad_token_id: in
         for rows in _batches(encoded, batch_size):
             batch = {key: value.to(device) for key, value in collate(rows).items()}
             logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
-            scores.append((logits[:, yes_id] - logits[:, no_id]).cpu())
+            scores.append((logits[:, yes_id] - (logits[:, no_id] if no_id is not None else 0)).cpu())
     finally:
         model.train(was_training)
     return torch.cat(scores) if scores else torch.empty(0)
 
 
-def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int,
+def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int | None,
                       collaborative: bool, batch_size: int = 16) -> torch.Tensor:
     """``[N]`` float32 P(Yes) = ``sigmoid(gap)`` of :func:`yes_logit_gaps`, for reading probabilities. Do not rank
     by it: gaps above ~17 all round to 1.0 (see the module docstring)."""
@@ -62,17 +65,28 @@ def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id:
 
 
 def auc_report(scores: Mapping[str, torch.Tensor], test_sets: Mapping[str, datasets.Dataset]) -> dict:
-    """``{"auc_warm": ..., "auc_cold": ..., "auc_all": ..., "n_warm": ..., "n_cold": ...}``."""
-    report, all_scores, all_labels = {}, [], []
+    """``{"auc_warm": ..., "auc_cold": ..., "auc_all": ..., "n_warm": ..., "n_cold": ...}`` plus UAUC per group
+    and overall (``uauc_*``, ``uauc_users_*``: how many users had both labels) when the sets have ``user_id``."""
+    report, all_scores, all_labels, all_users = {}, [], [], []
     for group, dataset in test_sets.items():
         labels = torch.tensor(dataset["label"])
         report[f"n_{group}"] = len(labels)
         report[f"auc_{group}"] = roc_auc(scores[group], labels) if 0 < labels.sum() < len(labels) else None
         all_scores.append(scores[group])
         all_labels.append(labels)
+        if "user_id" in dataset.column_names:
+            all_users.append(torch.tensor(dataset["user_id"]))
+            report.update(_uauc_entries(group, scores[group], labels, all_users[-1]))
     labels = torch.cat(all_labels)
     report["auc_all"] = roc_auc(torch.cat(all_scores), labels) if 0 < labels.sum() < len(labels) else None
+    if len(all_users) == len(all_labels):
+        report.update(_uauc_entries("all", torch.cat(all_scores), labels, torch.cat(all_users)))
     return report
+
+
+def _uauc_entries(group: str, scores: torch.Tensor, labels: torch.Tensor, users: torch.Tensor) -> dict:
+    user_ids, auc = user_auc(scores, labels, users) if len(labels) else (torch.empty(0), torch.empty(0))
+    return {f"uauc_{group}": float(auc.mean()) if len(auc) else None, f"uauc_users_{group}": len(user_ids)}
 
 
 def ranking_candidates(ds: datasets.DatasetDict, num_negatives: int, max_users: int | None, cf_max_len: int,

@@ -32,6 +32,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from trl import SFTConfig, SFTTrainer
 
 from llmrec_ft.llm.collaborative_lm import CollaborativeLM
+from llmrec_ft.train.answer_losses import ANSWER_LOSSES, yes_bce_loss
 
 CHECKPOINT_MODEL_DIR = "collaborative_lm"
 
@@ -46,7 +47,24 @@ def pretokenized_args(args: SFTConfig) -> SFTConfig:
 
 
 class TrainableCollaborativeLM(CollaborativeLM):
-    """``CollaborativeLM`` plus the one ``PreTrainedModel`` method SFTTrainer calls on any model it trains."""
+    """``CollaborativeLM`` plus the one ``PreTrainedModel`` method SFTTrainer calls on any model it trains, and
+    the answer loss (``llmrec_ft.train.answer_losses``): ``loss="yes_bce"`` with ``yes_token_id`` replaces
+    the answer cross-entropy by BCE on the "Yes" logit."""
+
+    def __init__(self, *args, loss: str = "yes_no_ce", yes_token_id: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if loss not in ANSWER_LOSSES:
+            raise ValueError(f"loss={loss!r}; choose one of {ANSWER_LOSSES}")
+        if loss == "yes_bce" and yes_token_id is None:
+            raise ValueError("loss='yes_bce' needs yes_token_id")
+        self.loss, self.yes_token_id = loss, yes_token_id
+
+    def forward(self, input_ids, attention_mask=None, labels=None, cf_history=None, cf_items=None, **kwargs):
+        num_items_in_batch = kwargs.get("num_items_in_batch")
+        out = super().forward(input_ids, attention_mask, labels, cf_history, cf_items, **kwargs)
+        if labels is not None and self.loss == "yes_bce":
+            out.loss = yes_bce_loss(out.logits, labels, self.yes_token_id, num_items_in_batch)
+        return out
 
     def add_model_tags(self, tags) -> None:
         self.lm.add_model_tags(tags)
