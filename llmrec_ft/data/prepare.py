@@ -24,10 +24,11 @@ from llmrec_ft.data.movielens import download_grouplens, read_ml1m, read_ml100k
 from llmrec_ft.data.preprocess import (MIN_SEQUENCE_LENGTH, build_sequences, check_duplicates, check_items_known,
                                        k_core, liked)
 from llmrec_ft.data.recbole_atomic import embedded_ml100k, read_atomic
+from llmrec_ft.data.sequences import read_sequences
 from llmrec_ft.io import atomic_path, write_json
 
 FORMAT_VERSION = 1
-DATASETS = ("ml-100k", "ml-100k-grouplens", "ml-1m", "recbole", "amazon2018", "amazon2023", "generic")
+DATASETS = ("ml-100k", "ml-100k-grouplens", "ml-1m", "recbole", "amazon2018", "amazon2023", "generic", "sequences")
 
 
 @dataclass
@@ -37,8 +38,8 @@ class DataConfig:
     dataset: str = field(default="ml-100k", metadata={"help": f"One of {DATASETS}. 'ml-100k' is the embedded copy."})
     data_path: str | None = field(default=None, metadata={
         "help": "Local source: folder (ml-100k-grouplens/ml-1m raw files, recbole atomic files) or interactions file "
-                "(amazon*, generic). GroupLens datasets are downloaded when omitted."})
-    item_path: str | None = field(default=None, metadata={"help": "Item file (amazon meta, generic items)."})
+                "(amazon*, generic), or a one-line-per-user sequence file (sequences). GroupLens datasets are downloaded when omitted."})
+    item_path: str | None = field(default=None, metadata={"help": "Item file (amazon meta, generic items, sequences item TSV)."})
     min_user_interactions: int = field(default=5, metadata={"help": "k-core: users with fewer are dropped (>= 3)."})
     min_item_interactions: int = field(default=0, metadata={"help": "k-core: items with fewer are dropped."})
     like_threshold: float = field(default=4.0, metadata={"help": "rating >= this is a like (pointwise tasks)."})
@@ -60,6 +61,8 @@ def _read_source(config: DataConfig):
         return read_amazon(_required(config, "data_path"), _required(config, "item_path"), name)
     if name == "generic":
         return read_generic(_required(config, "data_path"), _required(config, "item_path"))
+    if name == "sequences":
+        return read_sequences(_required(config, "data_path"), _required(config, "item_path"))
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
 
 
