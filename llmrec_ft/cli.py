@@ -78,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         return _prepare(argv[2:])
     if argv[:1] == ["models"]:
         return _models(argv[1:])
+    if argv[:1] == ["recommend"]:
+        from llmrec_ft.recommender import recommend_command
+
+        return recommend_command(argv[1:])
     parser = argparse.ArgumentParser(prog="llmrec-ft", description=__doc__)
-    parser.add_argument("command", choices=["data prepare", "models"],
+    parser.add_argument("command", choices=["data prepare", "models", "recommend"],
                         help="Training: accelerate launch recipes/<recipe>.py --config ...")
     parser.print_help()
     return 0 if argv in ([], ["-h"], ["--help"]) else 2

@@ -27,7 +27,8 @@ from llmrec_ft.collab.sasrec import SASRec
 from llmrec_ft.assets import EMBEDDED_MODELS
 from llmrec_ft.io import atomic_path
 from llmrec_ft.llm.backbone import load_backbone
-from llmrec_ft.llm.collaborative_lm import COLLAB_MODEL_DIR, CollaborativeLM, missing_saved_files
+from llmrec_ft.llm.collaborative_lm import (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, COLLAB_MODEL_DIR, CONFIG_NAME,
+                                            CollaborativeLM, missing_saved_files)
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -36,7 +37,9 @@ METRICS_FILE = "metrics.json"
 def model_card(config: dict, metrics: dict) -> str:
     """A Hub model card: metadata header, the metrics table, and how to reload the artifacts."""
     base_model = config.get("model_name_or_path", "unknown")
-    header = {"library_name": "peft", "tags": ["llmrec-ft", "sasrecllm", "recommendation", "lora", "trl"],
+    generative = config.get("recipe") == "generative"
+    header = {"library_name": "peft", "tags": ["llmrec-ft", "generative" if generative else "sasrecllm",
+                                               "recommendation", "lora", "trl"],
               "pipeline_tag": "text-generation"}
     if base_model in EMBEDDED_MODELS:  # an embedded copy is the dequantised GGUF of this Hub model
         header["base_model"] = EMBEDDED_MODELS[base_model].upstream
@@ -46,13 +49,18 @@ def model_card(config: dict, metrics: dict) -> str:
             for name, value in sorted(_flatten(metrics).items())]
     return "\n".join([
         "---", yaml.safe_dump(header, sort_keys=True).strip(), "---", "",
-        f"# SASRecLLM on {config.get('dataset', 'unknown data')} ({base_model})", "",
-        "A hybrid sequential recommender trained with llmrec-ft's SASRecLLM recipe (arXiv 2507.05733): "
-        "SASRec user/item embeddings are projected into the LLM's token space and a LoRA "
-        f"adapter answers Yes/No to \"will the user like this item?\". Schedule: `{config.get('schedule')}`.",
+        f"# {'Generative recommender' if generative else 'SASRecLLM'} on {config.get('dataset', 'unknown data')} "
+        f"({base_model})", "",
+        (f"A LoRA adapter trained with llmrec-ft's generative recipe to write the next item's "
+         f"{'semantic-ID codes' if config.get('task') == 'next_sid' else 'title'} under catalogue-constrained beam "
+         "search (`semantic_ids/` holds the item codes, `catalog.json` the item ids and titles)." if generative else
+         "A hybrid sequential recommender trained with llmrec-ft's SASRecLLM recipe (arXiv 2507.05733): "
+         "SASRec user/item embeddings are projected into the LLM's token space and a LoRA "
+         f"adapter answers Yes/No to \"will the user like this item?\". Schedule: `{config.get('schedule')}`."),
         "", "## Test metrics", "", "| metric | value |", "| --- | --- |", *rows, "",
-        "## Load", "", "```python", "from llmrec_ft.hub import load_artifacts",
-        "model, tokenizer, config = load_artifacts(\"path/or/downloaded/snapshot\")", "```", "",
+        "## Load", "", "```python", "from llmrec_ft.recommender import Recommender",
+        "recommender = Recommender.from_pretrained(\"path/or/hub-id\")",
+        "item_ids, scores = recommender.recommend([[\"raw item id\", ...]], k=10)", "```", "",
         "The base model is loaded from `model_name_or_path` in `config.yaml`; the adapter, projector and SASRec "
         "checkpoint come from this folder.", ""])
 
@@ -75,9 +83,13 @@ def save_artifacts(directory: str | Path, model_dir: str | Path, tokenizer, conf
     ``llmrec_ft.train.schedules.final_model_dir``): copying what Trainer saved, rather than saving the live
     model again, is what works when the live weights are FSDP shards or ZeRO-3 partitions."""
     directory, model_dir = Path(directory), Path(model_dir)
-    missing = missing_saved_files(model_dir, with_collab_model=True)
+    if (model_dir / CONFIG_NAME).exists():  # a CollaborativeLM folder: adapter + projector (+ SASRec)
+        missing = missing_saved_files(model_dir, with_collab_model=True)
+    else:  # a plain PEFT adapter folder (generative models without collaborative tokens)
+        missing = [name for name in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME) if not (model_dir / name).exists()]
     if missing:
-        raise FileNotFoundError(f"{model_dir}: not a complete CollaborativeLM.save_pretrained folder, missing {missing}")
+        raise FileNotFoundError(f"{model_dir}: not a complete CollaborativeLM.save_pretrained or PEFT adapter "
+                                f"folder, missing {missing}")
     with atomic_path(directory) as tmp:
         shutil.copytree(model_dir, tmp)
         tokenizer.save_pretrained(tmp)

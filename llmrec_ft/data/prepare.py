@@ -27,6 +27,7 @@ from llmrec_ft.data.amazon import FORMATS as AMAZON_FORMATS
 from llmrec_ft.data.amazon import read_amazon
 from llmrec_ft.data.collm import build_collm_dataset
 from llmrec_ft.data.generic import read_generic
+from llmrec_ft.data.sequences import read_sequences
 from llmrec_ft.data.interactions import DataError
 from llmrec_ft.data.movielens import download_grouplens, read_ml1m, read_ml100k
 from llmrec_ft.data.files import resolve_encoding
@@ -36,7 +37,7 @@ from llmrec_ft.data.recbole_atomic import embedded_ml100k, read_atomic
 from llmrec_ft.io import atomic_path, write_json
 
 FORMAT_VERSION = 2  # 2: timestamps at the source's resolution (Amazon 2023 in ms), cleaned item text
-DATASETS = ("ml-100k", "ml-100k-grouplens", "ml-1m", "recbole", "amazon2018", "amazon2023", "generic", "collm")
+DATASETS = ("ml-100k", "ml-100k-grouplens", "ml-1m", "recbole", "amazon2018", "amazon2023", "generic", "collm", "sequences")
 
 
 @dataclass
@@ -94,6 +95,8 @@ def _read_source(config: DataConfig):
         return read_amazon(_required(config, "data_path"), _required(config, "item_path"), name, encoding)
     if name == "generic":
         return read_generic(_required(config, "data_path"), _required(config, "item_path"), encoding)
+    if name == "sequences":
+        return read_sequences(_required(config, "data_path"), _required(config, "item_path"), encoding)
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
 
 

@@ -63,7 +63,7 @@ class CollaborativeLM(nn.Module):
         self.lm, self.projector, self.collab_model = lm, projector, collab_model
         self.token_ids = CollaborativeTokenIds(*token_ids)
         self.answer_only_loss = answer_only_loss
-        width = lm.get_input_embeddings().embedding_dim
+        width = lm.get_input_embeddings().weight.shape[1]  # also behind PEFT's TrainableTokensWrapper
         if projector.out_dim != width:
             raise ValueError(f"projector.out_dim={projector.out_dim} but the LM's embeddings are {width} wide")
 

@@ -1,0 +1,95 @@
+"""Generative recommendation: an LLM fine-tuned (LoRA + code tokens) to write the next item's semantic ID or title.
+
+    python recipes/generative.py --config recipes/configs/generative_ml100k.yaml
+    accelerate launch recipes/generative.py --config recipes/configs/generative_beauty_gpu.yaml --task next_title
+
+What one run does (``llmrec_ft/generative/pipeline.py``):
+
+1. prepared data (leave-one-out; ``dataset: sequences`` reads the Beauty/Yelp benchmark files);
+2. SASRec, when collaborative SIDs (``sid_source: text+collaborative``) or ``collaborative_tokens`` need it;
+3. semantic IDs by residual k-means (or RQ-VAE) of the item embeddings; stats and ``code_usage.png``;
+4. backbone + code tokens + LoRA (code-token rows trainable) [+ projector for ``<|user_cf|>``/``<|item_cf|>``];
+5. TRL ``SFTTrainer``, completion-only loss, on every prefix of the training sequences (+ alignment tasks);
+6. catalogue-constrained beam search -> HR/NDCG/MRR@5/10/20 on valid and test, history excluded and not;
+7. ``output_dir/artifacts`` (adapter, tokenizer with code tokens, ``semantic_ids/``, ``catalog.json``,
+   ``config.yaml``, ``metrics.json``, model card) and ``output_dir/metrics.json``;
+   ``--push_to_hub --hub_model_id you/name`` uploads the artifacts. Reload with
+   ``llmrec_ft.recommender.Recommender.from_pretrained(output_dir/artifacts)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+from accelerate import PartialState
+from trl import SFTConfig, TrlParser
+
+from llmrec_ft import hub
+from llmrec_ft.data import DataConfig, prepare_dataset
+from llmrec_ft.generative.examples import ExampleConfig
+from llmrec_ft.generative.pipeline import CollabArgs, GenerativeEvalArgs, SemanticIDArgs, run_generative
+from llmrec_ft.generative.training import GenerativeModelArgs
+from llmrec_ft.io import write_json
+
+logger = logging.getLogger(__name__)
+
+
+def summary(metrics: dict) -> str:
+    lines = [f"{'split':<6} {'history':<9} {'HR@10':>7} {'NDCG@10':>8} {'MRR@10':>7}"]
+    for split in ("valid", "test"):
+        for protocol in ("exclude_history", "include_history"):
+            if split in metrics:
+                m = metrics[split][protocol]
+                lines.append(f"{split:<6} {protocol.split('_')[0]:<9} {m['hr@10']:7.4f} {m['ndcg@10']:8.4f} "
+                             f"{m['mrr@10']:7.4f}")
+    if "sasrec_test" in metrics:
+        lines.append(f"SASRec test (history excluded): HR@10 {metrics['sasrec_test']['hr@10']:.4f} "
+                     f"NDCG@10 {metrics['sasrec_test']['ndcg@10']:.4f}")
+    lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in metrics["timings_s"].items()))
+    return "\n".join(lines)
+
+
+def main(model_args: GenerativeModelArgs, example_config: ExampleConfig, data_args: DataConfig,
+         sid_args: SemanticIDArgs, collab_args: CollabArgs, eval_args: GenerativeEvalArgs,
+         training_args: SFTConfig) -> dict:
+    push, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end
+    output_dir = Path(training_args.output_dir)
+    ds = prepare_dataset(data_args)
+    metrics, trained = run_generative(ds, model_args, example_config, sid_args, collab_args, eval_args, training_args)
+    if PartialState().is_main_process:
+        config = {"recipe": "generative", **dataclasses.asdict(model_args), **dataclasses.asdict(example_config),
+                  **dataclasses.asdict(data_args), **dataclasses.asdict(sid_args), **dataclasses.asdict(collab_args),
+                  **dataclasses.asdict(eval_args), "training": training_args.to_dict()}
+        if example_config.collaborative_tokens:  # the SASRec the projector was trained with travels in collab_model/
+            config["sasrec_checkpoint"] = collab_args.sasrec_checkpoint or str(output_dir / "sasrec")
+        tokenizer = _tokenizer_of(trained)
+        artifacts = hub.save_artifacts(output_dir / "artifacts", trained, tokenizer, config, metrics)
+        write_json(output_dir / "metrics.json", metrics)
+        logger.warning("metrics -> %s, artifacts -> %s", output_dir / "metrics.json", artifacts)
+        print(summary(metrics))
+        if push:
+            if not training_args.hub_model_id:
+                raise ValueError("--push_to_hub needs --hub_model_id <user>/<repo>")
+            if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+                logger.warning("HF_HUB_OFFLINE is set: artifacts stay in %s (same layout as the Hub repo)", artifacts)
+            else:
+                logger.warning("pushed %s", hub.push_to_hub(training_args.hub_model_id, artifacts,
+                                                            private=bool(training_args.hub_private_repo),
+                                                            token=training_args.hub_token))
+    return metrics
+
+
+def _tokenizer_of(trained: Path):
+    """The tokenizer Trainer saved next to the adapter (with the code tokens and placeholders)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(trained if (trained / "tokenizer_config.json").exists() else trained.parent)
+
+
+if __name__ == "__main__":
+    parser = TrlParser((GenerativeModelArgs, ExampleConfig, DataConfig, SemanticIDArgs, CollabArgs,
+                        GenerativeEvalArgs, SFTConfig))
+    main(*parser.parse_args_and_config())
