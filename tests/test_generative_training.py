@@ -102,34 +102,45 @@ def test_training_moves_lora_and_code_rows_and_reload_gives_the_same_top_k(setup
     decoder = CatalogDecoder.from_examples(examples, embed.weight.shape[0])
     fast = evaluate_generative(model, examples, decoder, setup["ds"], "test", ks=(5, 10), num_beams=10)
     _assert_same_ranking(model, examples, decoder, setup["ds"])
-    reloaded, tokenizer2, _ = load_generative_model(final_dir(tmp_path, False),
-                                                    GenerativeModelArgs(model_name_or_path=str(setup["backbone"])),
-                                                    setup["sids"])
+    reloaded, _, _ = load_generative_model(final_dir(tmp_path, False),
+                                           GenerativeModelArgs(model_name_or_path=str(setup["backbone"])),
+                                           setup["sids"])
+    _assert_same_logits(model, reloaded, examples, code_ids, setup["ds"])
     again = evaluate_generative(reloaded, examples, decoder, setup["ds"], "test", ks=(5, 10), num_beams=10)
-    twice, _, _ = load_generative_model(final_dir(tmp_path, False),
-                                        GenerativeModelArgs(model_name_or_path=str(setup["backbone"])), setup["sids"])
-    assert evaluate_generative(twice, examples, decoder, setup["ds"], "test", ks=(5, 10), num_beams=10)["top_k"] \
-        == again["top_k"]  # a reload is deterministic; the live model differs from it by PEFT rounding (see notes)
+    assert again["top_k"] == fast["top_k"]  # the shipped folder recommends what the live model did
     _assert_same_ranking(reloaded, examples, decoder, setup["ds"])
     for row, history in zip(fast["top_k"]["exclude_history"], setup["ds"]["test"]["history"]):
         assert len(set(row)) == len(row) and not set(row) & set(history)  # distinct, history excluded
 
 
+def _assert_same_logits(live, reloaded, examples, code_ids, ds):
+    """Live trained model vs its reload, on test prompts followed by their target's codes: the same fp32 logits.
+    Before ``train_generative`` removed Accelerate's bf16 autocast wrapper they differed by ~3e-3."""
+    rows = next_item_examples(ds, "test", 100)[:4]
+    with torch.no_grad():
+        for prompt, row in zip(examples.encode_prompts(rows), rows):
+            input_ids = torch.tensor([prompt["input_ids"] + code_ids[row["target"] - 1].tolist()])
+            torch.testing.assert_close(live(input_ids=input_ids).logits, reloaded(input_ids=input_ids).logits,
+                                       atol=1e-6, rtol=0)
+
+
 def _assert_same_ranking(model, examples, decoder, ds):
     """Fast path vs ``generate`` on the trained model: the same log-probabilities up to fp32 rounding (the fast path
-    attends over a beam tree, ``generate`` over copied prompts; after 3 steps at lr 1e-2 the logits are large, so
-    the rounding reaches ~1e-2), hence the same lists up to the order of items tied within that rounding. The
-    exact identity on an untrained model is engineer A's test (tests/test_generative_decoding.py)."""
+    attends over a beam tree, ``generate`` over copied prompts), hence the same item at every rank whose score is
+    apart from its neighbours' by more than that rounding. The exact identity on an untrained model is engineer A's
+    test (tests/test_generative_decoding.py)."""
     rows = next_item_examples(ds, "test", 100)
     prompts, histories = examples.encode_prompts(rows), [r["history"] for r in rows]
     pad_id = examples.tokenizer.pad_token_id
     fast = recommend_from_prompts(model, decoder, prompts, histories, pad_id, k=10, num_beams=10, batch_size=8)
     hf = recommend_from_prompts(model, decoder, prompts, histories, pad_id, k=10, num_beams=10, batch_size=8,
                                 decoding="hf")
-    torch.testing.assert_close(fast[1], hf[1], atol=2e-2, rtol=0)
-    # equal scores rank by rank: where the items differ, they are near-ties swapped (or at the list's end)
-    overlap = [len(set(f) & set(h)) / len(f) for f, h in zip(fast[0].tolist(), hf[0].tolist())]
-    assert min(overlap) >= 0.8
+    torch.testing.assert_close(fast[1], hf[1], atol=1e-5, rtol=0)
+    apart = fast[1].diff(dim=1).abs() > 1e-5
+    clear = torch.ones_like(fast[0], dtype=torch.bool)
+    clear[:, 1:] &= apart
+    clear[:, :-1] &= apart
+    assert clear.float().mean() > 0.5 and torch.equal(fast[0][clear], hf[0][clear])
 
 
 def test_titles_and_collaborative_tokens(setup, tmp_path):
@@ -151,7 +162,7 @@ def test_titles_and_collaborative_tokens(setup, tmp_path):
                                            GenerativeModelArgs(model_name_or_path=str(setup["backbone"])),
                                            setup["sids"], sasrec)
     again = evaluate_generative(reloaded, examples, decoder, setup["ds"], "test", ks=(5,), num_beams=5)
-    assert again["num_users"] == report["num_users"]
+    assert again["top_k"] == report["top_k"]  # projector, LoRA and code rows reload to the same recommendations
 
 
 def test_top_k_scores_rank_the_list_in_order():

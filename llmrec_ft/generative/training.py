@@ -117,6 +117,10 @@ def train_generative(model, tokenizer, train_dataset: datasets.Dataset, training
     trainer.save_state()
     trainer.save_model(str(Path(training_args.output_dir) / "final"))
     trainer.accelerator.wait_for_everyone()
+    # Accelerate's prepare() replaced model.forward in place by an autocast wrapper (SFTConfig defaults to
+    # bf16=True, CPU included) that Trainer leaves on: the returned model would keep computing in bf16 while a
+    # reload of the saved folder computes in the model's dtype (logits apart by ~1e-3 on a tiny fp32 model).
+    trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # restores the original forward
     model.eval()
     return time.perf_counter() - start
 
