@@ -347,6 +347,7 @@ def tiny(tmp_path_factory):
 def test_run_stage_works_with_a_default_sft_config(tiny, tmp_path):
     from trl import SFTConfig
 
+    from llmrec_ft.train.collator import PointwiseCollator
     from llmrec_ft.train.freezing import FreezeStage
     from llmrec_ft.train.schedules import final_model_dir, run_stage
 
@@ -358,6 +359,18 @@ def test_run_stage_works_with_a_default_sft_config(tiny, tmp_path):
     run_stage("hybrid", model, tokenizer, encoded, [FreezeStage(0, ("lora", "projector"))], args, collaborative=True)
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "lora_B" in n)
     assert (final_model_dir(tmp_path, "hybrid") / "adapter_model.safetensors").exists()
+    # SFTConfig's default bf16=True: the live model must not keep Accelerate's autocast forward after training,
+    # or it scores differently from the folder it saved.
+    assert args.bf16
+    from llmrec_ft.llm.backbone import load_backbone
+    from llmrec_ft.llm.collaborative_lm import CollaborativeLM
+
+    lm, _ = load_backbone(str(tiny.backbone))
+    reloaded = CollaborativeLM.from_pretrained(final_model_dir(tmp_path, "hybrid"), lm, tokenizer, model.collab_model)
+    batch = PointwiseCollator(tokenizer.pad_token_id)(encoded.select(range(4)).to_list())
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, reloaded(**batch).logits, atol=1e-6, rtol=0)
 
 
 # --- FC-16: incomplete checkpoints never load silently ----------------------------------------------------------

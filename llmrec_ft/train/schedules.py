@@ -121,4 +121,7 @@ def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedT
     trainer.save_state()  # <stage>/trainer_state.json: losses, train_runtime, tokens seen (benchmarks read it)
     trainer.save_model(str(final_dir.parent))  # every rank: FSDP / ZeRO-3 gather the weights collectively
     trainer.accelerator.wait_for_everyone()
+    # Accelerate's prepare() replaced model.forward by an autocast wrapper (bf16: true) that Trainer leaves on; the
+    # live model would go on computing in bf16 while its saved folder reloads in the model's dtype.
+    trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # restores the original forward
     return time.perf_counter() - start
