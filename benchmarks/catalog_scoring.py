@@ -4,7 +4,7 @@
 
 A random-initialised real shape (bf16, LoRA r=16 adapters attached, as after training) wrapped in
 ``CollaborativeLM`` scores every item of an ML-100K-sized catalog (1682 candidates) for a user. Prompts are
-synthetic but shaped like ``prompts/yes_no.jinja``: a shared prefix of ~300 tokens (user slot, 10 history
+synthetic but shaped like ``llmrec_ft/prompts/yes_no.jinja``: a shared prefix of ~300 tokens (user slot, 10 history
 titles with their item slots) and a per-candidate suffix of 15-35 tokens (title, item slot, closing
 question and chat-template tail). ``llmrec_ft.llm.prefix_scoring.score_prompts`` runs both ways:
 ``shared_prefix=False`` (naive: each candidate's full prompt, batched) and ``True`` (prefix once, its KV

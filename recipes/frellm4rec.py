@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.collab.sequences import left_pad
 from llmrec_ft.collab.trainer import RankingTrainingArguments, evaluate_ranking, save_pretrained_atomic, train_id_model
 from llmrec_ft.data import DataConfig, num_items, prepare_dataset
+from llmrec_ft.eval.report import format_metrics_table
 from llmrec_ft.filters.frellm4rec import FreLLM4Rec, FreLLM4RecConfig, collate_histories, next_item_examples
 from llmrec_ft.filters.graph import cooccurrence_graph
 from llmrec_ft.filters.spectral_energy import (layerwise_low_frequency_energy, plot_layerwise_energy,
@@ -38,8 +38,6 @@ from llmrec_ft.filters.spectral_energy import (layerwise_low_frequency_energy, p
 from llmrec_ft.io import atomic_path, write_json
 from llmrec_ft.llm.backbone import load_backbone
 from llmrec_ft.llm.text_embeddings import embed_item_texts, item_text_embeddings
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -153,7 +151,8 @@ def main(args: FreLLM4RecArgs, data_args: DataConfig, training_args: TrainingArg
     save_model(model, args, output_dir / "model")
     metrics["timings"] = {name: round(value, 1) for name, value in timings.items()}
     write_json(output_dir / "metrics.json", metrics)
-    logger.warning("%s -> %s", {split: metrics[split]["all"] for split in args.eval_splits}, output_dir)
+    print(format_metrics_table({k: v for k, v in metrics.items() if k != "config"},  # config: in model/
+                               {"metrics": output_dir / "metrics.json", "model": output_dir / "model"}))
     return metrics
 
 

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +19,8 @@ from trl import TrlParser
 from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.collab.trainer import RankingTrainingArguments, evaluate_ranking, save_pretrained_atomic, train_id_model
 from llmrec_ft.data import DataConfig, num_items, prepare_dataset
+from llmrec_ft.eval.report import format_metrics_table
 from llmrec_ft.io import write_json
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,7 +51,7 @@ def main(model_args: SASRecArgs, data_args: DataConfig, training_args: RankingTr
         output_dir = Path(training_args.output_dir)
         save_pretrained_atomic(trainer.model, output_dir)
         write_json(output_dir / "metrics.json", metrics)
-        logger.warning("test %s -> %s", metrics["test"]["all"], output_dir)
+        print(format_metrics_table(metrics, {"metrics": output_dir / "metrics.json", "model": output_dir}))
     return metrics
 
 

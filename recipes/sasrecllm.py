@@ -10,7 +10,8 @@ What one run does (see ``llmrec_ft/train/schedules.py`` for the schedules):
 3. SASRec-alone baselines: its next-item score, and a logistic head on its frozen features;
 4. backbone + ``<|user_cf|>``/``<|item_cf|>`` tokens + PEFT LoRA + projector -> ``CollaborativeLM``;
 5. the schedule's stages through ``SFTTrainer`` (dual_stage also yields the text-only LoRA = TALLRec row);
-6. P(Yes) AUC on warm/cold test sets and HR/NDCG@10 over sampled candidates, for every model;
+6. P(Yes) AUC (DeLong standard errors) on warm/cold test sets and HR/NDCG@10 over sampled candidates, for
+   every model; SASRecLLM's AUC gap over chance and over the text-only stage on the same samples;
 7. ``output_dir/artifacts`` (adapter, projector, SASRec, tokenizer, config.yaml, model card) and
    ``output_dir/metrics.json``; ``--push_to_hub --hub_model_id you/name`` uploads the artifacts.
 """
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
@@ -34,6 +36,7 @@ from llmrec_ft import hub
 from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.collab.trainer import RankingTrainingArguments, save_pretrained_atomic, train_id_model
 from llmrec_ft.data import DataConfig, num_items, prepare_dataset
+from llmrec_ft.eval.report import format_metrics_table
 from llmrec_ft.io import write_json
 from llmrec_ft.llm.backbone import EMBEDDED_MODEL, compile_decoder_layers, load_backbone
 from llmrec_ft.llm.packing import padded_batch_attention
@@ -44,8 +47,8 @@ from llmrec_ft.train.freezing import FreezeStage
 from llmrec_ft.train.pointwise_data import (PointwiseConfig, answer_token_ids, build_pointwise_samples,
                                             encode_pointwise, warm_cold_test_sets)
 from llmrec_ft.train.schedules import ScheduleArgs, final_model_dir, hybrid_stages, run_stage
-from llmrec_ft.train.scoring import (SASRecClassifier, auc_report, next_item_scores, ranking_candidates,
-                                     ranking_report, yes_logit_gaps)
+from llmrec_ft.train.scoring import (SASRecClassifier, auc_report, next_item_scores, paired_auc_gaps,
+                                     ranking_candidates, ranking_report, yes_logit_gaps)
 from llmrec_ft.train.trainer import TrainableCollaborativeLM
 from llmrec_ft.train.zero3 import whole_weights
 
@@ -73,7 +76,7 @@ class ModelArgs:
         "help": "Apply the LM head only where a label is (the answer): same loss, no [batch, length, vocab] logits."})
     compile_layers: bool = field(default=False, metadata={
         "help": "torch.compile each decoder layer (GPU speed; seconds of compilation at the start)."})
-    prompt: str = field(default="yes_no", metadata={"help": "Template in prompts/: yes_no | collm_yes_no."})
+    prompt: str = field(default="yes_no", metadata={"help": "Packaged template (llmrec_ft/prompts/) or a .jinja path: yes_no | collm_yes_no."})
     history_cf_tokens: bool = field(default=True, metadata={
         "help": "History items get <|item_cf|> slots (false: only user and candidate, CoLLM's prompt)."})
     loss: str = field(default="yes_no_ce", metadata={
@@ -129,7 +132,8 @@ def sasrec_baselines(sasrec: SASRec, train, test_sets, ranking_rows, negatives: 
 
 
 def llm_report(model, tokenizer, encoded_tests, encoded_ranking, collaborative: bool, batch_size: int,
-               negatives: int) -> dict:
+               negatives: int) -> tuple[dict, torch.Tensor]:
+    """AUC (with DeLong standard errors) and sampled-ranking metrics; also the test scores, warm then cold."""
     yes, no = answer_token_ids(tokenizer)
     no = None if model.loss == "yes_bce" else no  # score as trained: sigmoid(Yes logit)
     start = time.perf_counter()
@@ -138,10 +142,10 @@ def llm_report(model, tokenizer, encoded_tests, encoded_ranking, collaborative: 
         return yes_logit_gaps(model, data, tokenizer.pad_token_id, yes, no, collaborative, batch_size)
 
     with padded_batch_attention(model):  # scoring batches are padded
-        report = {**auc_report({g: score(s) for g, s in encoded_tests.items()}, encoded_tests),
-                  **ranked(score, encoded_ranking, negatives)}
+        test_scores = {g: score(s) for g, s in encoded_tests.items()}
+        report = {**auc_report(test_scores, encoded_tests), **ranked(score, encoded_ranking, negatives)}
     report["eval_seconds"] = time.perf_counter() - start
-    return report
+    return report, torch.cat(list(test_scores.values()))
 
 
 def build_model(model_args: ModelArgs, schedule_args: ScheduleArgs, sasrec: SASRec):
@@ -222,14 +226,16 @@ def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataCon
         timings["text_stage"] = run_stage("text_stage", model, tokenizer, encode(samples["train"], False),
                                           [FreezeStage(0, ("lora",))], training_args, collaborative=False,
                                           max_steps=schedule_args.text_stage_max_steps)
-        metrics["text_only_lora"] = llm_report(
+        metrics["text_only_lora"], text_scores = llm_report(
             model, tokenizer, {g: encode(s, False) for g, s in test_sets.items()}, encode(ranking_rows, False),
             False, batch, eval_args.ranking_negatives)
     stage = "plug_and_play" if schedule_args.schedule == "plug_and_play" else "hybrid_stage"
     timings[stage] = run_stage(stage, model, tokenizer, encode(samples["train"], True), hybrid_stages(schedule_args),
                                training_args, collaborative=True)
-    metrics["sasrecllm"] = llm_report(model, tokenizer, {g: encode(s, True) for g, s in test_sets.items()},
-                                      encode(ranking_rows, True), True, batch, eval_args.ranking_negatives)
+    metrics["sasrecllm"], scores = llm_report(model, tokenizer, {g: encode(s, True) for g, s in test_sets.items()},
+                                              encode(ranking_rows, True), True, batch, eval_args.ranking_negatives)
+    baselines = {"chance": None, **({"text_only_lora": text_scores} if schedule_args.schedule == "dual_stage" else {})}
+    metrics["sasrecllm_auc_all_gap"] = paired_auc_gaps(scores, baselines, test_sets)
     metrics["timings_s"] = timings
 
     if PartialState().is_main_process:
@@ -240,7 +246,7 @@ def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataCon
         artifacts = hub.save_artifacts(output_dir / "artifacts", final_model_dir(output_dir, stage), tokenizer, config,
                                        metrics)
         write_json(output_dir / "metrics.json", metrics)
-        logger.warning("metrics -> %s, artifacts -> %s", output_dir / "metrics.json", artifacts)
+        print(format_metrics_table(metrics, {"metrics": output_dir / "metrics.json", "artifacts": artifacts}))
         if push:
             if not training_args.hub_model_id:
                 raise ValueError("--push_to_hub needs --hub_model_id <user>/<repo>")

@@ -19,7 +19,6 @@ without the LLM), ``metrics.json`` (valid/test full ranking, overall and warm/co
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +35,10 @@ from llmrec_ft.collab.hstu import HSTU, HSTUConfig
 from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.collab.trainer import RankingTrainingArguments, evaluate_ranking, save_pretrained_atomic, train_id_model
 from llmrec_ft.data import DataConfig, num_items, prepare_dataset
+from llmrec_ft.eval.report import format_metrics_table
 from llmrec_ft.io import atomic_path, write_json
 from llmrec_ft.llm.text_embeddings import embed_item_texts
 
-logger = logging.getLogger(__name__)
 BACKBONES = ("sasrec", "gru4rec", "bert4rec", "hstu")
 TEXT_MAX_LENGTH = 128  # tokens per item text; ML-100K titles + genres use about 20
 
@@ -158,8 +157,9 @@ def main(model_args: SpecTranArgs, data_args: DataConfig, training_args: Ranking
     metrics["spectrum"] = spectra(trainer.model)
     if trainer.is_world_process_zero():
         save_trained(trainer.model, model_args, text, metrics, Path(training_args.output_dir))
-        logger.warning("%s + %s: test %s -> %s", model_args.backbone, model_args.adapter, metrics["test"]["all"],
-                       training_args.output_dir)
+        output_dir = Path(training_args.output_dir)
+        print(format_metrics_table(metrics, {"metrics": output_dir / "metrics.json", "model": output_dir,
+                                             "spectrum plot": output_dir / "spectrum.png"}))
     return metrics
 
 

@@ -3,7 +3,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from llmrec_ft.llm.prompts import (ZERO_WIDTH_SPACE, PromptTemplate, RenderedPrompt, encode_prompt, load_prompt,
-                                   truncation_report)
+                                   packaged_prompt_names, truncation_report)
 from llmrec_ft.llm.tokens import ITEM_CF_TOKEN, USER_CF_TOKEN
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -112,8 +112,22 @@ def test_template_errors_name_the_template():
         PromptTemplate("{{ histroy }}", "typo.jinja").render(tokenizer, [])
     with pytest.raises(ValueError, match="sandbox.jinja: rendering failed"):  # templates cannot mutate their inputs
         PromptTemplate("{{ history.append(1) }}", "sandbox.jinja").render(tokenizer, [])
-    with pytest.raises(ValueError, match=r"no prompt template for task 'nope'.*'next_item', 'yes_no'"):
+    with pytest.raises(ValueError, match=r"no prompt template for task 'nope'.*'next_item'.*'yes_no'"):
         load_prompt("nope")
+
+
+def test_packaged_names_and_user_template_paths(tmp_path, monkeypatch):
+    assert {"next_item", "yes_no"} <= set(packaged_prompt_names())
+    assert load_prompt("yes_no").name == "llmrec_ft/prompts/yes_no.jinja"
+    mine = tmp_path / "mine.jinja"
+    mine.write_text("{{ user_cf }}{% for i in history %}[{{ i.title }}{{ i.cf }}]{% endfor %}")
+    for reference in (mine, str(mine)):
+        rendered = load_prompt(reference).render(tiny_tokenizer(chat=False), ["Heat"]).text
+        assert rendered == "<|user_cf|>[Heat <|item_cf|>]"
+    monkeypatch.chdir(tmp_path)  # a bare file name with the suffix is a path relative to the working directory
+    assert load_prompt("mine.jinja").name == "mine.jinja"
+    with pytest.raises(FileNotFoundError, match="prompt template file missing.jinja does not exist"):
+        load_prompt("missing.jinja")
 
 
 def test_bad_inputs_are_named():

@@ -29,9 +29,14 @@ def run(*argv):
     return RECIPE["main"](*args), args
 
 
-def test_recipe_trains_ranks_diagnoses_and_saves(tmp_path):
+def test_recipe_trains_ranks_diagnoses_and_saves(tmp_path, capsys):
     metrics, (args, data_args, _) = run("--output_dir", str(tmp_path / "full"), "--energy_users", "6",
                                         "--eval_splits", "valid", "test")
+    summary = capsys.readouterr().out.splitlines()  # the end-of-run table: metrics.json's numbers, then paths
+    header = next(line.split() for line in summary if "ndcg@10" in line.split())
+    row = next(line.split() for line in summary if line.startswith("test/all "))
+    assert row[1 + header.index("ndcg@10")] == f"{metrics['test']['all']['ndcg@10']:.4f}"
+    assert f"metrics: {tmp_path / 'full' / 'metrics.json'}" in summary
     for split in ("valid", "test"):
         assert metrics[split]["all"]["num_users"] == 6 and 0 <= metrics[split]["all"]["ndcg@10"] <= 1
     assert json.loads((tmp_path / "full" / "metrics.json").read_text())["test"] == metrics["test"]

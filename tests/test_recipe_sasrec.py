@@ -17,16 +17,27 @@ TINY = ["--config", "recipes/configs/sasrec_ml100k.yaml", "--hidden_size", "16",
         "--disable_tqdm", "true", "--use_cpu", "true"]
 
 
-def run(command: list[str], output_dir: Path) -> dict:
+def run(command: list[str], output_dir: Path, *extra: str) -> tuple[dict, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run([*command, *TINY, "--output_dir", str(output_dir)], cwd=ROOT, env=env,
+    result = subprocess.run([*command, *TINY, "--output_dir", str(output_dir), *extra], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((output_dir / "metrics.json").read_text())
+    return json.loads((output_dir / "metrics.json").read_text()), result.stdout
+
+
+def assert_summary_printed(stdout: str, metrics: dict, output_dir: Path) -> None:
+    """The end-of-run table: one row per split/group with the numbers of metrics.json, then the paths."""
+    row = next(line.split() for line in stdout.splitlines() if line.startswith("test/all "))
+    header = next(line.split() for line in stdout.splitlines() if "ndcg@10" in line.split())
+    assert float(row[1 + header.index("ndcg@10")]) == pytest.approx(metrics["test"]["all"]["ndcg@10"], abs=5e-5)
+    assert f"metrics: {output_dir / 'metrics.json'}" in stdout
 
 
 def test_recipe_trains_saves_and_reports(tmp_path):
-    metrics = run([sys.executable, "recipes/sasrec.py"], tmp_path)
+    metrics, stdout = run([sys.executable, "recipes/sasrec.py"], tmp_path, "--report_to", "tensorboard",
+                          "--logging_steps", "5")
+    assert_summary_printed(stdout, metrics, tmp_path)
+    assert list(tmp_path.rglob("events.out.tfevents.*")), "report_to tensorboard wrote no event file"
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "config.json").exists()
     for split in ("valid", "test"):
         assert metrics[split]["all"]["num_users"] == 943
@@ -42,5 +53,6 @@ def test_recipe_trains_saves_and_reports(tmp_path):
 def test_recipe_runs_under_accelerate_launch(tmp_path):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml",
               "recipes/sasrec.py"]
-    metrics = run(launch, tmp_path)
+    metrics, stdout = run(launch, tmp_path)
     assert metrics["test"]["all"]["ndcg@10"] > 0
+    assert_summary_printed(stdout, metrics, tmp_path)

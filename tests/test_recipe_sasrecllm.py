@@ -52,10 +52,13 @@ def test_embedded_smollm2_through_accelerate_launch(assets, tmp_path):
     command = _command(tmp_path, "--sasrec_checkpoint", assets["sasrec"][0], "--max_steps", "1",
                        "--text_stage_max_steps", "1", "--push_to_hub", "true", "--hub_model_id", "me/sasrecllm-test")
     command[1:1] = ["-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
-    _run(command)
+    stdout = _run(command).stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for model in ("text_only_lora", "sasrecllm"):
         assert {"auc_warm", "auc_cold", "hr@10", "ndcg@10"} <= set(metrics[model]), model
+        row = next(line for line in stdout.splitlines() if line.startswith(f"{model} "))  # the summary table
+        assert f"{metrics[model]['ndcg@10']:.4f}" in row, row
+    assert f"metrics: {tmp_path / 'metrics.json'}" in stdout and f"artifacts: {tmp_path / 'artifacts'}" in stdout
     assert {"next_item", "classifier"} <= set(metrics["sasrec"])
     assert set(metrics["timings_s"]) == {"sasrec_pretrain", "text_stage", "hybrid_stage"}
     artifacts = tmp_path / "artifacts"  # offline push: the Hub layout stays local

@@ -69,10 +69,15 @@ def run_recipe(recipe, llm: Path, output_dir: Path, *overrides: str) -> dict:
     return recipe.main(*args)
 
 
-def test_spectran_recipe_trains_saves_reloads_and_plots(tmp_path, tiny_llm, ds):
+def test_spectran_recipe_trains_saves_reloads_and_plots(tmp_path, tiny_llm, ds, capsys):
     recipe = load_recipe()
     out = tmp_path / "run"
     metrics = run_recipe(recipe, tiny_llm, out, "--backbone", "sasrec", "--adapter", "spectran")
+    summary = capsys.readouterr().out.splitlines()  # the end-of-run table: metrics.json's numbers, then paths
+    header = next(line.split() for line in summary if "ndcg@10" in line.split())
+    row = next(line.split() for line in summary if line.startswith("test/all "))
+    assert row[1 + header.index("ndcg@10")] == f"{metrics['test']['all']['ndcg@10']:.4f}"
+    assert f"spectrum plot: {out / 'spectrum.png'}" in summary
     for name in ("config.json", "model.safetensors", "adapter_config.json", "text_embeddings.safetensors",
                  "metrics.json", "spectrum.json", "spectrum.png"):
         assert (out / name).exists(), name

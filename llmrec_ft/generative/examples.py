@@ -1,6 +1,6 @@
 """Prompt/completion examples for generative recommendation (the model writes the next item itself).
 
-Tasks (issue 13; completion = what the model learns to write, prompt = ``prompts/generative_*.jinja``):
+Tasks (issue 13; completion = what the model learns to write, prompt = ``llmrec_ft/prompts/generative_*.jinja``):
 
 * ``next_sid``: the next item's semantic-ID code tokens, e.g. ``<a_17><b_3><c_200><d_0>`` (TIGER, LC-Rec);
 * ``next_title``: the next item's title followed by EOS (BIGRec, arXiv 2308.08434);
@@ -34,7 +34,7 @@ import jinja2
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from llmrec_ft.llm.prompts import PROMPTS_DIR, PromptTemplate, neutralize_special_tokens
+from llmrec_ft.llm.prompts import PromptTemplate, load_prompt, neutralize_special_tokens
 from llmrec_ft.llm.tokens import ITEM_CF_TOKEN, USER_CF_TOKEN
 
 TASKS = ("next_sid", "next_title")
@@ -131,8 +131,8 @@ class GenerativeExamples:
         self.titles = [neutralize_special_tokens(t, tokenizer) for t in titles]
         self.code_strings = list(code_strings) if code_strings is not None else None
         self.code_ids = code_token_ids.tolist() if code_token_ids is not None else None
-        self.next_item = GenerativePrompt.from_file(PROMPTS_DIR / "generative_next_item.jinja")
-        self.alignment = GenerativePrompt.from_file(PROMPTS_DIR / "generative_alignment.jinja")
+        self.next_item = load_prompt("generative_next_item", template_class=GenerativePrompt)
+        self.alignment = load_prompt("generative_alignment", template_class=GenerativePrompt)
         title_ids = tokenizer(self.titles, add_special_tokens=False)["input_ids"]
         self.title_ids = [ids + [tokenizer.eos_token_id] for ids in title_ids]
 

@@ -1,4 +1,6 @@
-"""Prompt templates for recommendation tasks, kept as Jinja2 files in ``prompts/``.
+"""Prompt templates for recommendation tasks, kept as Jinja2 files shipped inside the package
+(``llmrec_ft/prompts/*.jinja``, package data, so a wheel or a non-editable install finds them from any
+directory); a user's own template is any ``.jinja`` file path.
 
 Why files and a sandbox: templates are edited by users, while item titles come from datasets. Titles are
 always passed as *variables* to an ``ImmutableSandboxedEnvironment`` and never pasted into template source,
@@ -20,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -30,7 +33,8 @@ from transformers import PreTrainedTokenizerBase
 
 from llmrec_ft.llm.tokens import ITEM_CF_TOKEN, USER_CF_TOKEN
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+# Every *.jinja in this package folder is a named template (importlib.resources: works from wheels and zips).
+PACKAGED_PROMPTS = resources.files("llmrec_ft") / "prompts"
 ZERO_WIDTH_SPACE = "\u200b"
 
 logger = logging.getLogger(__name__)
@@ -171,13 +175,34 @@ class PromptTemplate:
         return text
 
 
-def load_prompt(task: str, history_cf: bool = True) -> PromptTemplate:
-    """The template for a task by name (``yes_no``, ``next_item``, ``collm_yes_no``), from ``prompts/<task>.jinja``."""
-    path = PROMPTS_DIR / f"{task}.jinja"
-    if not path.exists():
-        available = sorted(p.stem for p in PROMPTS_DIR.glob("*.jinja"))
-        raise ValueError(f"no prompt template for task {task!r} in {PROMPTS_DIR}; available: {available}")
-    return PromptTemplate.from_file(path, history_cf=history_cf)
+def packaged_prompt_names() -> list[str]:
+    """Names of the templates shipped in ``llmrec_ft/prompts/`` (every ``*.jinja`` there), sorted."""
+    return sorted(entry.name[: -len(".jinja")] for entry in PACKAGED_PROMPTS.iterdir()
+                  if entry.is_file() and entry.name.endswith(".jinja"))
+
+
+def load_prompt(task_or_path: str | Path, history_cf: bool = True, template_class: type = PromptTemplate):
+    """A template by task name (``yes_no``, ``next_item``, ``collm_yes_no``, ``generative_next_item``, ...:
+    ``llmrec_ft/prompts/<task>.jinja`` inside the installed package) or by the path of a user's own ``.jinja``
+    file; ``history_cf`` as in :class:`PromptTemplate`; ``template_class`` a subclass to build instead.
+
+    A value with a path separator or the ``.jinja`` suffix is read as a file path (relative to the current
+    directory); anything else is a packaged template's name. Raises ``FileNotFoundError`` for a missing file
+    and ``ValueError`` (listing the packaged names) for an unknown name.
+    """
+    value = str(task_or_path)
+    if isinstance(task_or_path, Path) or value.endswith(".jinja") or "/" in value or "\\" in value:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt template file {path} does not exist (packaged templates are named "
+                                    f"without a path: {packaged_prompt_names()})")
+        return template_class.from_file(path, history_cf=history_cf)
+    entry = PACKAGED_PROMPTS / f"{value}.jinja"
+    if not entry.is_file():
+        raise ValueError(f"no prompt template for task {value!r} in the package folder llmrec_ft/prompts; "
+                         f"available: {packaged_prompt_names()}, or pass the path of a .jinja file")
+    return template_class(entry.read_text(encoding="utf-8"), name=f"llmrec_ft/prompts/{value}.jinja",
+                          history_cf=history_cf)
 
 
 def truncation_report(prompts: Sequence[RenderedPrompt]) -> dict:

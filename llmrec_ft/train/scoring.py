@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from llmrec_ft.eval import candidate_metrics, roc_auc, sample_negatives, user_auc
+from llmrec_ft.eval.auc import auc_difference, auc_standard_error
 from llmrec_ft.train.collator import PointwiseCollator, pad
 
 
@@ -65,20 +66,22 @@ def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id:
 
 
 def auc_report(scores: Mapping[str, torch.Tensor], test_sets: Mapping[str, datasets.Dataset]) -> dict:
-    """``{"auc_warm": ..., "auc_cold": ..., "auc_all": ..., "n_warm": ..., "n_cold": ...}`` plus UAUC per group
-    and overall (``uauc_*``, ``uauc_users_*``: how many users had both labels) when the sets have ``user_id``."""
+    """``{"auc_warm": ..., "auc_cold": ..., "auc_all": ..., "n_warm": ..., "n_cold": ...}``, each AUC with its
+    DeLong standard error (``auc_warm_se``, ...; :func:`llmrec_ft.eval.auc.auc_standard_error`), plus UAUC per
+    group and overall (``uauc_*``, ``uauc_users_*``: how many users had both labels) when the sets have
+    ``user_id``."""
     report, all_scores, all_labels, all_users = {}, [], [], []
     for group, dataset in test_sets.items():
         labels = torch.tensor(dataset["label"])
         report[f"n_{group}"] = len(labels)
-        report[f"auc_{group}"] = roc_auc(scores[group], labels) if 0 < labels.sum() < len(labels) else None
+        report[f"auc_{group}"], report[f"auc_{group}_se"] = _auc_and_error(scores[group], labels)
         all_scores.append(scores[group])
         all_labels.append(labels)
         if "user_id" in dataset.column_names:
             all_users.append(torch.tensor(dataset["user_id"]))
             report.update(_uauc_entries(group, scores[group], labels, all_users[-1]))
     labels = torch.cat(all_labels)
-    report["auc_all"] = roc_auc(torch.cat(all_scores), labels) if 0 < labels.sum() < len(labels) else None
+    report["auc_all"], report["auc_all_se"] = _auc_and_error(torch.cat(all_scores), labels)
     if len(all_users) == len(all_labels):
         report.update(_uauc_entries("all", torch.cat(all_scores), labels, torch.cat(all_users)))
     return report
@@ -87,6 +90,29 @@ def auc_report(scores: Mapping[str, torch.Tensor], test_sets: Mapping[str, datas
 def _uauc_entries(group: str, scores: torch.Tensor, labels: torch.Tensor, users: torch.Tensor) -> dict:
     user_ids, auc = user_auc(scores, labels, users) if len(labels) else (torch.empty(0), torch.empty(0))
     return {f"uauc_{group}": float(auc.mean()) if len(auc) else None, f"uauc_users_{group}": len(user_ids)}
+
+
+def paired_auc_gaps(scores: torch.Tensor, baselines: Mapping[str, torch.Tensor | None],
+                    test_sets: Mapping[str, datasets.Dataset]) -> dict:
+    """``{"vs_<name>": {"auc_a", "auc_b", "gap", "gap_se", "z"}}``: the model's AUC over all test samples minus
+    each baseline's on the same samples, with DeLong's paired standard error (:func:`auc_difference`).
+
+    ``scores`` ``[N]`` and each baseline's ``[N]`` follow ``test_sets`` order (e.g. warm then cold, as
+    :func:`auc_report`'s ``auc_all``); a baseline of ``None`` is chance (a constant score, AUC 0.5). Empty
+    when the test samples hold fewer than 2 of a class (no standard error exists).
+    """
+    labels = torch.cat([torch.tensor(dataset["label"]) for dataset in test_sets.values()])
+    if not 2 <= labels.sum() <= len(labels) - 2:
+        return {}
+    return {f"vs_{name}": auc_difference(scores, torch.zeros_like(scores) if baseline is None else baseline, labels)
+            for name, baseline in baselines.items()}
+
+
+def _auc_and_error(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float | None, float | None]:
+    if not 0 < labels.sum() < len(labels):
+        return None, None
+    enough = 2 <= labels.sum() <= len(labels) - 2
+    return roc_auc(scores, labels), auc_standard_error(scores, labels) if enough else None
 
 
 def ranking_candidates(ds: datasets.DatasetDict, num_negatives: int, max_users: int | None, cf_max_len: int,
