@@ -132,8 +132,9 @@ def sasrec_baselines(sasrec: SASRec, train, test_sets, ranking_rows, negatives: 
 
 
 def llm_report(model, tokenizer, encoded_tests, encoded_ranking, collaborative: bool, batch_size: int,
-               negatives: int) -> tuple[dict, torch.Tensor]:
-    """AUC (with DeLong standard errors) and sampled-ranking metrics; also the test scores, warm then cold."""
+               negatives: int, bf16: bool) -> tuple[dict, torch.Tensor]:
+    """AUC (with DeLong standard errors) and sampled-ranking metrics; also the test scores, warm then cold.
+    ``bf16``: score under the same bf16 autocast as training, as ``Trainer.evaluate`` does."""
     yes, no = answer_token_ids(tokenizer)
     no = None if model.loss == "yes_bce" else no  # score as trained: sigmoid(Yes logit)
     start = time.perf_counter()
@@ -141,7 +142,8 @@ def llm_report(model, tokenizer, encoded_tests, encoded_ranking, collaborative: 
     def score(data):
         return yes_logit_gaps(model, data, tokenizer.pad_token_id, yes, no, collaborative, batch_size)
 
-    with padded_batch_attention(model):  # scoring batches are padded
+    autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16)
+    with padded_batch_attention(model), autocast:  # scoring batches are padded
         test_scores = {g: score(s) for g, s in encoded_tests.items()}
         report = {**auc_report(test_scores, encoded_tests), **ranked(score, encoded_ranking, negatives)}
     report["eval_seconds"] = time.perf_counter() - start
@@ -228,12 +230,13 @@ def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataCon
                                           max_steps=schedule_args.text_stage_max_steps)
         metrics["text_only_lora"], text_scores = llm_report(
             model, tokenizer, {g: encode(s, False) for g, s in test_sets.items()}, encode(ranking_rows, False),
-            False, batch, eval_args.ranking_negatives)
+            False, batch, eval_args.ranking_negatives, training_args.bf16)
     stage = "plug_and_play" if schedule_args.schedule == "plug_and_play" else "hybrid_stage"
     timings[stage] = run_stage(stage, model, tokenizer, encode(samples["train"], True), hybrid_stages(schedule_args),
                                training_args, collaborative=True)
     metrics["sasrecllm"], scores = llm_report(model, tokenizer, {g: encode(s, True) for g, s in test_sets.items()},
-                                              encode(ranking_rows, True), True, batch, eval_args.ranking_negatives)
+                                              encode(ranking_rows, True), True, batch, eval_args.ranking_negatives,
+                                              training_args.bf16)
     baselines = {"chance": None, **({"text_only_lora": text_scores} if schedule_args.schedule == "dual_stage" else {})}
     metrics["sasrecllm_auc_all_gap"] = paired_auc_gaps(scores, baselines, test_sets)
     metrics["timings_s"] = timings
