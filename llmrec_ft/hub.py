@@ -17,6 +17,8 @@ The folder is written atomically. ``push_to_hub`` uploads it with ``huggingface_
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from llmrec_ft.llm.backbone import load_backbone
 from llmrec_ft.llm.collaborative_lm import (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, COLLAB_MODEL_DIR, CONFIG_NAME,
                                             CollaborativeLM, missing_saved_files)
 
+logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 
@@ -119,6 +122,22 @@ def load_artifacts(directory: str | Path, is_trainable: bool = False):
     collab_model = SASRec.from_pretrained(directory / COLLAB_MODEL_DIR)
     model = CollaborativeLM.from_pretrained(directory, lm, tokenizer, collab_model, is_trainable=is_trainable)
     return model, tokenizer, config
+
+
+def push_artifacts(directory: str | Path, training_args) -> str | None:
+    """Upload the artifact folder as ``--push_to_hub --hub_model_id you/name`` asks (Trainer's argument names:
+    ``hub_model_id``, ``hub_private_repo``, ``hub_token``); returns the commit URL, or None when
+    ``HF_HUB_OFFLINE`` is set (the folder already has the Hub repo's layout). ``ValueError`` without
+    ``hub_model_id``."""
+    if not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id <user>/<repo>")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        logger.warning("HF_HUB_OFFLINE is set: artifacts stay in %s (same layout as the Hub repo)", directory)
+        return None
+    url = push_to_hub(training_args.hub_model_id, directory, private=bool(training_args.hub_private_repo),
+                      token=training_args.hub_token)
+    logger.warning("pushed %s", url)
+    return url
 
 
 def push_to_hub(repo_id: str, directory: str | Path, private: bool = False, token: str | None = None,

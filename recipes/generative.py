@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 
 from accelerate import PartialState
@@ -71,14 +70,7 @@ def main(model_args: GenerativeModelArgs, example_config: ExampleConfig, data_ar
         logger.warning("metrics -> %s, artifacts -> %s", output_dir / "metrics.json", artifacts)
         print(summary(metrics))
         if push:
-            if not training_args.hub_model_id:
-                raise ValueError("--push_to_hub needs --hub_model_id <user>/<repo>")
-            if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-                logger.warning("HF_HUB_OFFLINE is set: artifacts stay in %s (same layout as the Hub repo)", artifacts)
-            else:
-                logger.warning("pushed %s", hub.push_to_hub(training_args.hub_model_id, artifacts,
-                                                            private=bool(training_args.hub_private_repo),
-                                                            token=training_args.hub_token))
+            hub.push_artifacts(artifacts, training_args)
     return metrics
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,14 +250,7 @@ def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataCon
         write_json(output_dir / "metrics.json", metrics)
         print(format_metrics_table(metrics, {"metrics": output_dir / "metrics.json", "artifacts": artifacts}))
         if push:
-            if not training_args.hub_model_id:
-                raise ValueError("--push_to_hub needs --hub_model_id <user>/<repo>")
-            if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-                logger.warning("HF_HUB_OFFLINE is set: artifacts stay in %s (same layout as the Hub repo)", artifacts)
-            else:
-                url = hub.push_to_hub(training_args.hub_model_id, artifacts,
-                                      private=bool(training_args.hub_private_repo), token=training_args.hub_token)
-                logger.warning("pushed %s", url)
+            hub.push_artifacts(artifacts, training_args)
     return metrics
 
 

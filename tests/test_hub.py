@@ -1,6 +1,7 @@
 """Artifacts: the saved folder reloads to the same scores; push_to_hub drives huggingface_hub (mocked)."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -81,3 +82,13 @@ def test_push_to_hub_uploads_the_folder(saved, monkeypatch):
                      ("upload_folder", "me/sasrecllm-ml100k", str(saved[0]), "model")]
     with pytest.raises(FileNotFoundError, match="save_artifacts"):
         hub.push_to_hub("me/x", saved[0].parent)
+
+    # what the recipes call: Trainer's hub arguments; offline keeps the folder and pushes nothing
+    args = SimpleNamespace(hub_model_id="me/sasrecllm-ml100k", hub_private_repo=True, hub_token="hf_x")
+    calls.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.push_artifacts(saved[0], args) is None and calls == []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert hub.push_artifacts(saved[0], args).endswith("/commit/abc") and calls[0] == ("init", "hf_x")
+    with pytest.raises(ValueError, match="hub_model_id"):
+        hub.push_artifacts(saved[0], SimpleNamespace(hub_model_id=None))
