@@ -3,6 +3,7 @@
     python benchmarks/multi_gpu.py --configs ddp deepspeed_zero2 deepspeed_zero3 fsdp --gpus 2
     python benchmarks/multi_gpu.py --cpu --shape tiny --configs ddp      # the harness itself, 2 CPU processes
     python benchmarks/multi_gpu.py --resume_check --configs deepspeed_zero2 fsdp --gpus 2 --shape qwen2.5-0.5b
+    python benchmarks/multi_gpu.py --recipe generative --configs ddp --gpus 2 --shape qwen2.5-0.5b
 
 What runs: ``recipes/sasrecllm.py`` with ``recipes/configs/sasrecllm_ml100k_gpu.yaml`` and, on the command
 line, a random-initialised real shape (Qwen2.5-7B by default, written once to ``--model_dir`` with the embedded
@@ -22,6 +23,13 @@ exactly? Per config it trains once uninterrupted, once killed (SIGKILL to the wh
 pre-empted job dies) right after the mid-way checkpoint is complete, and once resumed from it; it reports the
 largest per-step loss difference after the checkpoint and the largest difference of the final test metrics
 between the resumed and the uninterrupted run (``benchmarks/results/multi_gpu_resume.json``).
+
+``--recipe generative`` runs ``recipes/generative.py`` with ``recipes/configs/generative_ml100k.yaml`` instead
+(next-SID SFT on the embedded ML-100K, semantic IDs from the random shape's own text embeddings, LoRA on all
+linear layers, bf16, padded batches whose pad tokens count in tokens/s; ``--eval_users`` test users decoded by
+constrained beam search, sharded over the processes). Besides the training rows it reports evaluation scaling
+and exactness: the 1-GPU run's artifacts are re-evaluated by ``llmrec_ft.cli evaluate`` on 1 and on ``--gpus``
+processes, and the two top-K lists and metrics must be identical (``benchmarks/results/multi_gpu_generative.json``).
 
 ``--cpu`` swaps ``accelerate launch`` for ``torchrun`` (accelerate starts several CPU processes only through
 mpirun) so the harness can be checked without GPUs; throughput numbers from it mean nothing.
@@ -48,6 +56,7 @@ from llmrec_ft.llm.backbone import embedded_model_dir
 from train_throughput import model_config  # noqa: E402  (same shapes as the single-GPU benchmark)
 
 ROOT = Path(__file__).resolve().parents[1]
+PROTOCOLS = ("exclude_history", "include_history")
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
@@ -69,24 +78,44 @@ def write_random_model(shape: str, directory: Path) -> Path:
 
 
 def recipe_command(args, config: str | None, output: Path, save_steps: int = 10**9, resume: bool = False) -> list[str]:
-    recipe = [str(ROOT / "recipes" / "sasrecllm.py"), "--config", str(ROOT / args.recipe_config),
-              "--output_dir", str(output), "--model_name_or_path", str(args.model_dir), "--dtype", "bfloat16",
-              "--schedule", "hierarchical", "--projector_from_step", "0", "--collab_from_step", str(10**9),
-              "--max_steps", str(args.max_steps), "--per_device_train_batch_size", str(args.batch_size),
+    common = ["--config", str(ROOT / args.recipe_config), "--output_dir", str(output),
+              "--model_name_or_path", str(args.model_dir), "--dtype", "bfloat16", "--max_steps", str(args.max_steps),
+              "--per_device_train_batch_size", str(args.batch_size),
               "--gradient_accumulation_steps", str(args.gpus if config is None else 1),
               "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0", "--lora_target_modules", "all-linear",
-              "--padding_free", "true", "--attn_implementation", "llmrec_varlen" if not args.cpu else "sdpa",
-              "--include_num_input_tokens_seen", "true", "--logging_steps", "1",  # packed rows: no pads counted
-              "--save_steps", str(save_steps), "--resume_from_checkpoint", str(resume).lower(), "--max_eval_samples", "8", "--ranking_users", "2",
-              "--sasrec_checkpoint", str(args.sasrec), "--disable_tqdm", "true", "--report_to", "none",
-              *args.recipe_args]
+              "--logging_steps", "1", "--disable_tqdm", "true", "--report_to", "none"]
+    if args.recipe == "generative":
+        recipe = [str(ROOT / "recipes" / "generative.py"), *common, "--bf16", "true",
+                  "--include_num_input_tokens_seen", "true", "--save_strategy", "no",  # pads counted
+                  "--max_train_examples", str(args.max_steps * args.batch_size * args.gpus),
+                  "--eval_users", str(args.eval_users), "--eval_batch_size", str(args.eval_batch_size),
+                  *args.recipe_args]
+    else:
+        recipe = [str(ROOT / "recipes" / "sasrecllm.py"), *common,
+                  "--schedule", "hierarchical", "--projector_from_step", "0", "--collab_from_step", str(10**9),
+                  "--padding_free", "true", "--attn_implementation", "llmrec_varlen" if not args.cpu else "sdpa",
+                  "--include_num_input_tokens_seen", "true",  # packed rows: no pads counted
+                  "--save_steps", str(save_steps), "--resume_from_checkpoint", str(resume).lower(),
+                  "--max_eval_samples", "8", "--ranking_users", "2", "--sasrec_checkpoint", str(args.sasrec),
+                  *args.recipe_args]
     if args.cpu:
-        processes = 1 if config is None else args.gpus
+        recipe += ["--use_cpu", "true", "--bf16", "false", "--dtype", "float32"]
+    return launch(args, 1 if config is None else args.gpus, config, recipe)
+
+
+def launch(args, processes: int, config: str | None, script: list[str]) -> list[str]:
+    """``accelerate launch`` (``torchrun`` with ``--cpu``) of ``script`` (a path or ``-m module``, then its args)."""
+    if args.cpu:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                *recipe, "--use_cpu", "true", "--bf16", "false", "--dtype", "float32"]
+                *script]
     accelerate = ["--config_file", str(ROOT / "accelerate_configs" / f"{config or 'single_gpu'}.yaml"),
-                  "--num_processes", str(1 if config is None else args.gpus)]
-    return [sys.executable, "-m", "accelerate.commands.launch", *accelerate, *recipe]
+                  "--num_processes", str(processes)]
+    return [sys.executable, "-m", "accelerate.commands.launch", *accelerate, *script]
+
+
+def state_dir(args, output: Path) -> Path:
+    """Where the trained stage's ``trainer_state.json`` is."""
+    return output if args.recipe == "generative" else output / "hybrid_stage"
 
 
 class PeakGpuMemory(threading.Thread):
@@ -107,7 +136,8 @@ class PeakGpuMemory(threading.Thread):
 
 
 def launch_env(args) -> dict:
-    return {**os.environ, **NO_MULTICAST, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true" if args.cpu else "false"}
+    return {**os.environ, **NO_MULTICAST, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true" if args.cpu else "false",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def trained_losses(output: Path) -> dict[int, float]:
@@ -185,7 +215,7 @@ def run(args, config: str | None) -> dict:
     if result.returncode != 0:
         errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
         return {**row, "error": (errors[0] if errors else "failed, see the log")[:300]}
-    state = json.loads((output / "hybrid_stage" / "trainer_state.json").read_text())
+    state = json.loads((state_dir(args, output) / "trainer_state.json").read_text())
     logs = state["log_history"]
     summary = next(entry for entry in logs if "train_loss" in entry)
     row.update(losses=[entry["loss"] for entry in logs if "loss" in entry],
@@ -193,7 +223,31 @@ def run(args, config: str | None) -> dict:
                peak_gib_per_gpu=[mib / 1024 for mib in poller.peak_mib][:row["processes"]] if poller else None)
     row["tokens_per_s"] = steady_tokens_per_s(logs, args.warmup_steps)
     row["tokens_per_s_per_gpu"] = row["tokens_per_s"] / row["processes"]
+    if args.recipe == "generative":  # the recipe's own (sharded) evaluation of what it trained
+        metrics = json.loads((output / "metrics.json").read_text())
+        row.update(eval_s=metrics["timings_s"]["eval_test"], test={p: metrics["test"][p] for p in PROTOCOLS})
     return row
+
+
+def evaluation_check(args) -> dict:
+    """The 1-GPU run's artifacts evaluated by ``llmrec_ft.cli evaluate`` on 1 and on ``--gpus`` processes (DDP
+    launch): decoding seconds of each and whether the top-K lists and metrics are identical."""
+    results = {}
+    for processes in (1, args.gpus):
+        out = args.work_dir / f"evaluate_{processes}.json"
+        script = ["-m", "llmrec_ft.cli", "evaluate", "--model", str(args.work_dir / "single" / "artifacts"),
+                  "--out", str(out), *(["--device", "cpu"] if args.cpu else [])]
+        result = subprocess.run(launch(args, processes, "ddp" if processes > 1 else None, script), cwd=ROOT,
+                                capture_output=True, text=True, env=launch_env(args))
+        (args.work_dir / f"evaluate_{processes}.log").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            return {"error": f"evaluate on {processes} processes failed, see {args.work_dir}/evaluate_{processes}.log"}
+        results[processes] = json.loads(out.read_text())
+    one, many = results[1], results[args.gpus]
+    return {"processes": [1, args.gpus], "users": one["num_users"], "users_per_process": many["users_per_process"],
+            "eval_s": [one["eval_seconds"], many["eval_seconds"]],
+            "identical_top_k": one["top_k"] == many["top_k"],
+            "identical_metrics": all(one[p] == many[p] for p in PROTOCOLS), "metrics": {p: one[p] for p in PROTOCOLS}}
 
 
 def steady_tokens_per_s(logs: list[dict], warmup_steps: int) -> float:
@@ -217,17 +271,31 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--shape", default="qwen2.5-7b")
     parser.add_argument("--model_dir", type=Path, default=None, help="default: <work_dir>/<shape>")
-    parser.add_argument("--sasrec", type=Path, required=True, help="a SASRec checkpoint (recipes/sasrec.py)")
+    parser.add_argument("--recipe", choices=["sasrecllm", "generative"], default="sasrecllm")
+    parser.add_argument("--sasrec", type=Path, default=None,
+                        help="a SASRec checkpoint (recipes/sasrec.py); --recipe sasrecllm")
     parser.add_argument("--max_steps", type=int, default=30)
     parser.add_argument("--warmup_steps", type=int, default=5, help="steps left out of tokens/s")
     parser.add_argument("--batch_size", type=int, default=8, help="prompts per GPU per step")
-    parser.add_argument("--recipe_config", default="recipes/configs/sasrecllm_ml100k_gpu.yaml")
+    parser.add_argument("--recipe_config", default=None,
+                        help="default: recipes/configs/sasrecllm_ml100k_gpu.yaml | generative_ml100k.yaml")
+    parser.add_argument("--eval_users", type=int, default=256, help="generative: test users decoded")
+    parser.add_argument("--eval_batch_size", type=int, default=32, help="generative: users per beam-search batch")
     parser.add_argument("--recipe_args", nargs=argparse.REMAINDER, default=[], help="extra recipe overrides")
     parser.add_argument("--work_dir", type=Path, default=Path("runs/multi_gpu"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/multi_gpu.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: benchmarks/results/multi_gpu[_generative].json")
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--resume_check", action="store_true", help="kill mid-way, resume, compare (see above)")
     args = parser.parse_args()
+    generative = args.recipe == "generative"
+    if args.recipe == "sasrecllm" and args.sasrec is None:
+        parser.error("--recipe sasrecllm needs --sasrec")
+    if generative and args.resume_check:
+        parser.error("--resume_check is implemented for --recipe sasrecllm only")
+    args.recipe_config = args.recipe_config or ("recipes/configs/generative_ml100k.yaml" if generative
+                                                else "recipes/configs/sasrecllm_ml100k_gpu.yaml")
+    args.out = args.out or Path(f"benchmarks/results/multi_gpu{'_generative' if generative else ''}.json")
     args.work_dir.mkdir(parents=True, exist_ok=True)
     args.model_dir = write_random_model(args.shape, args.model_dir or args.work_dir / args.shape)
     if args.resume_check:
@@ -249,7 +317,12 @@ def main() -> None:
     rows = [run(args, None)]
     for config in args.configs:
         rows.append(run(args, config))
-        write_json(args.out, {"shape": args.shape, "gpus": args.gpus, "max_steps": args.max_steps, "rows": rows})
+        write_json(args.out, {"recipe": args.recipe, "shape": args.shape, "gpus": args.gpus,
+                              "max_steps": args.max_steps, "rows": rows})
+    check = evaluation_check(args) if generative and "error" not in rows[0] else None
+    if check is not None:
+        write_json(args.out, {"recipe": args.recipe, "shape": args.shape, "gpus": args.gpus,
+                              "max_steps": args.max_steps, "rows": rows, "evaluation_check": check})
     single = rows[0]
     print("\n| config | GPUs | tokens/s | tokens/s per GPU | scaling vs 1 GPU | peak GiB per GPU | max loss diff |")
     print("|---|---|---|---|---|---|---|")
@@ -262,6 +335,21 @@ def main() -> None:
         peak = ", ".join(f"{p:.1f}" for p in row["peak_gib_per_gpu"]) if row["peak_gib_per_gpu"] else "-"
         print(f"| {row['config']} | {row['processes']} | {row['tokens_per_s']:,.0f} | {row['tokens_per_s_per_gpu']:,.0f} | "
               f"{scaling:.2f}x | {peak} | {diff:.4f} |")
+    if generative:
+        print("\n| config | GPUs | recipe eval s | test HR@10 (excl. history) |")
+        print("|---|---|---|---|")
+        for row in rows:
+            if "error" not in row:
+                print(f"| {row['config']} | {row['processes']} | {row['eval_s']:.1f} | "
+                      f"{row['test']['exclude_history']['hr@10']:.4f} |")
+    if check is not None and "error" in check:
+        print(f"\nevaluation check: {check['error']}")
+    elif check is not None:
+        print(f"\nsame artifacts, llmrec_ft.cli evaluate, {check['users']} users: "
+              f"1 process {check['eval_s'][0]:.1f} s, "
+              f"{args.gpus} processes {check['eval_s'][1]:.1f} s ({check['eval_s'][0] / check['eval_s'][1]:.2f}x, "
+              f"users per process {check['users_per_process']}); identical top-K: {check['identical_top_k']}, "
+              f"identical metrics: {check['identical_metrics']}")
 
 
 if __name__ == "__main__":

@@ -82,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         from llmrec_ft.recommender import recommend_command
 
         return recommend_command(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        from llmrec_ft.recommender import evaluate_command
+
+        return evaluate_command(argv[1:])
     parser = argparse.ArgumentParser(prog="llmrec-ft", description=__doc__)
-    parser.add_argument("command", choices=["data prepare", "models", "recommend"],
+    parser.add_argument("command", choices=["data prepare", "models", "recommend", "evaluate"],
                         help="Training: accelerate launch recipes/<recipe>.py --config ...")
     parser.print_help()
     return 0 if argv in ([], ["-h"], ["--help"]) else 2

@@ -288,3 +288,48 @@ def recommend_command(argv: list[str]) -> int:
         return 2
     write_recommendations(args.out, rows, items, scores)
     return 0
+
+
+def evaluate_command(argv: list[str]) -> int:
+    """``llmrec-ft evaluate --model DIR --out metrics.json [--split test] [--users N]``: a generative artifact
+    folder's HR/NDCG/MRR@K on its own dataset (the data, beam and batch settings of its ``config.yaml``), as the
+    recipe evaluated it. Under ``torchrun`` / ``accelerate launch`` the users are split over the processes with
+    identical results (``generative.evaluate.evaluate_generative``); the main process writes ``--out`` (metrics
+    and each user's top-K item ids, atomically) and prints the metrics. Exit 2 for a non-generative folder."""
+    import argparse
+    import sys
+
+    from accelerate import PartialState
+
+    from llmrec_ft.data import DataConfig, prepare_dataset
+    from llmrec_ft.generative.evaluate import evaluate_generative
+    from llmrec_ft.io import write_json
+
+    parser = argparse.ArgumentParser(prog="llmrec-ft evaluate", description=evaluate_command.__doc__.split(":")[0])
+    parser.add_argument("--model", required=True, help="Generative artifact folder or Hub id.")
+    parser.add_argument("--out", required=True, help="Output JSON: metrics + top_k (written atomically).")
+    parser.add_argument("--split", default="test", choices=["valid", "test"], help="Leave-one-out split.")
+    parser.add_argument("--users", type=int, default=None, help="First N users (default: the config's eval_users).")
+    parser.add_argument("--batch-size", type=int, default=None, help="Users per beam-search batch (default: config).")
+    parser.add_argument("--device", default=None, help="Default: this process's device (PartialState).")
+    args = parser.parse_args(argv)
+    # cpu=True is what makes Accelerate join a torchrun world over gloo (MULTI_CPU) rather than stay single
+    state = PartialState(cpu=str(args.device).startswith("cpu") or not torch.cuda.is_available())
+    directory = _local_dir(args.model)
+    config = yaml.safe_load((directory / CONFIG_YAML).read_text()) if (directory / CONFIG_YAML).exists() else {}
+    if config.get("recipe") != "generative":
+        print(f"error: {directory}: not a generative artifact folder ({CONFIG_YAML} without recipe: generative)",
+              file=sys.stderr)
+        return 2
+    with state.main_process_first():  # the first preparation writes the dataset cache, once
+        ds = prepare_dataset(_fields(DataConfig, config))
+    scorer = Recommender.from_pretrained(directory, args.device or state.device)._scorer
+    eval_args = scorer.eval_args
+    result = evaluate_generative(scorer.model, scorer.examples, scorer.decoder, ds, args.split, ks=eval_args.eval_ks,
+                                 num_beams=eval_args.num_beams,
+                                 max_users=args.users if args.users is not None else eval_args.eval_users,
+                                 batch_size=args.batch_size or eval_args.eval_batch_size, decoding=eval_args.decoding)
+    if state.is_main_process:
+        write_json(args.out, {**result, "split": args.split})
+        print(json.dumps({k: v for k, v in result.items() if k != "top_k"}, indent=2))
+    return 0

@@ -15,6 +15,11 @@ What one run does (``llmrec_ft/generative/pipeline.py``):
    ``config.yaml``, ``metrics.json``, model card) and ``output_dir/metrics.json``;
    ``--push_to_hub --hub_model_id you/name`` uploads the artifacts. Reload with
    ``llmrec_ft.recommender.Recommender.from_pretrained(output_dir/artifacts)``.
+
+Several processes (DDP; tests/test_multiprocess_generative.py): training batches are sharded by Accelerate,
+evaluation users by ``evaluate_generative``; data preparation, SASRec's evaluation and the semantic IDs run once
+on the main process, which alone writes files. Re-evaluate saved artifacts on any number of processes with
+``torchrun --nproc_per_node N -m llmrec_ft.cli evaluate --model output_dir/artifacts`` (identical metrics).
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ def main(model_args: GenerativeModelArgs, example_config: ExampleConfig, data_ar
          training_args: SFTConfig) -> dict:
     push, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end
     output_dir = Path(training_args.output_dir)
-    ds = prepare_dataset(data_args)
+    with PartialState().main_process_first():  # the first preparation writes the cache, once
+        ds = prepare_dataset(data_args)
     metrics, trained = run_generative(ds, model_args, example_config, sid_args, collab_args, eval_args, training_args)
     if PartialState().is_main_process:
         config = {"recipe": "generative", **dataclasses.asdict(model_args), **dataclasses.asdict(example_config),

@@ -11,6 +11,13 @@ of this toolkit) and **not excluded** (nothing masked: what TIGER/LC-Rec/RPG rep
 Titles: items with identical titles are one path in the trie (ML-100K has 23 such titles); a decoded title
 stands for all its items, listed in item-id order at consecutive ranks. With the history excluded a title is
 withheld once all its items are in the history, and its history items are dropped from the list.
+
+Several processes (``torchrun`` / ``accelerate launch``): :func:`evaluate_generative` gives each process a
+contiguous run of whole decoding batches (``PartialState.split_between_processes`` over the batches, not the
+users), gathers the top-K lists in user order (``accelerate.utils.gather_object``) and computes the metrics
+from the full lists. Every batch is then the very batch a 1-process run decodes (same users, same padding), so
+the lists and metrics equal the 1-process ones exactly, on any number of processes
+(tests/test_multiprocess_generative.py).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from typing import Sequence
 
 import datasets
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 
 from llmrec_ft.eval.ranking import RankingAccumulator
 from llmrec_ft.generative.examples import GenerativeExamples, next_item_examples
@@ -121,26 +130,42 @@ def top_k_scores(items: torch.LongTensor, num_items: int) -> torch.Tensor:
     return scores
 
 
+def users_of_this_process(num_users: int, batch_size: int) -> range:
+    """This process's users (0-based) of ``num_users``: a contiguous run of whole ``batch_size`` batches,
+    balanced over the processes by ``PartialState.split_between_processes`` (empty when there are fewer batches
+    than processes). One process: ``range(num_users)``."""
+    starts = list(range(0, num_users, batch_size))
+    with PartialState().split_between_processes(starts) as mine:
+        return range(mine[0], min(mine[-1] + batch_size, num_users)) if len(mine) else range(0)
+
+
 def evaluate_generative(model, examples: GenerativeExamples, decoder: CatalogDecoder, ds: datasets.DatasetDict,
                         split: str = "test", ks: Sequence[int] = (5, 10, 20), num_beams: int = 20,
                         max_users: int | None = None, batch_size: int = 16, decoding: str = "fast") -> dict:
     """HR/NDCG/MRR@``ks`` on ``split`` for the first ``max_users`` users (None = all), history excluded and not.
 
-    Returns ``{"exclude_history": {metric: mean}, "include_history": {...}, "num_users", "eval_seconds",
-    "top_k": {"exclude_history": [U][max(ks)] item ids (0 = none), "include_history": ...}}``."""
+    Returns ``{"exclude_history": {metric: mean}, "include_history": {...}, "num_users", "users_per_process"
+    (users decoded by each process), "eval_seconds",
+    "top_k": {"exclude_history": [U][max(ks)] item ids (0 = none), "include_history": ...}}``. Under several
+    processes each decodes its share of the users (:func:`users_of_this_process`) and every process returns the
+    same, complete result (``eval_seconds``: until the last process is done)."""
     start = time.perf_counter()
     rows = next_item_examples(ds, split, keep_history=10**9)
     rows = rows[:max_users] if max_users is not None else rows
-    prompts = examples.encode_prompts(rows)
     targets = torch.tensor([r["target"] for r in rows])
+    histories = [r["history"] for r in rows]
+    mine = users_of_this_process(len(rows), batch_size)
+    prompts = examples.encode_prompts(rows[mine.start:mine.stop])
     report, top_k = {}, {}
     for name, exclude in (("exclude_history", True), ("include_history", False)):
-        histories = [r["history"] for r in rows]
-        items, _ = recommend_from_prompts(model, decoder, prompts, histories, examples.tokenizer.pad_token_id,
-                                          k=max(ks), num_beams=num_beams, exclude_history=exclude,
-                                          batch_size=batch_size, decoding=decoding)
+        items, _ = recommend_from_prompts(model, decoder, prompts, histories[mine.start:mine.stop],
+                                          examples.tokenizer.pad_token_id, k=max(ks), num_beams=num_beams,
+                                          exclude_history=exclude, batch_size=batch_size, decoding=decoding)
+        # all-gather, concatenated in process order = user order
+        items = torch.tensor(gather_object(items.tolist()), dtype=torch.long).reshape(len(rows), max(ks))
         accumulator = RankingAccumulator(ks=ks)
         accumulator.add(top_k_scores(items, examples.num_items), targets, histories if exclude else [[]] * len(rows))
         report[name] = accumulator.compute()["all"]
         top_k[name] = items.tolist()
-    return {**report, "num_users": len(rows), "eval_seconds": time.perf_counter() - start, "top_k": top_k}
+    return {**report, "num_users": len(rows), "users_per_process": gather_object([len(mine)]),
+            "eval_seconds": time.perf_counter() - start, "top_k": top_k}

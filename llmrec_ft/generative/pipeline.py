@@ -11,6 +11,13 @@ semantic IDs" of LETTER / LC-Rec's CF variants, via ``semantic_ids.concat_embedd
 from ``text_encoder``: ``backbone`` = the recipe's LLM, mean-pooled last hidden state
 (``llm.text_embeddings.item_text_embeddings``, cached on disk), or a sentence encoder name handled by
 ``llm.text_embeddings.embed_item_texts`` (being added by the models work; until it lands, only ``backbone``).
+
+Several processes (``accelerate launch`` / ``torchrun``): SASRec trains data-parallel through its Trainer like
+the LLM; what is not training runs once, on the main process, and reaches the others by
+``accelerate.utils.broadcast_object_list`` (:func:`on_main_process`): SASRec's test metrics, the item
+embeddings + quantiser (the backbone is loaded once, the text-embedding cache written once, and every process
+gets the very same codes, which a per-process k-means would not guarantee). Evaluation shards the users
+(:func:`~llmrec_ft.generative.evaluate.evaluate_generative`); files are written by the main process only.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import datasets
 import numpy as np
 import torch
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from transformers import set_seed
 from trl import SFTConfig
 
@@ -76,6 +84,12 @@ class GenerativeEvalArgs:
     decoding: str = field(default="fast", metadata={"help": "fast (constrained_beam_search) | hf (generate)."})
 
 
+def on_main_process(compute):
+    """``compute()`` run on the main process only, its (picklable) result broadcast to every process."""
+    result = [compute() if PartialState().is_main_process else None]
+    return broadcast_object_list(result)[0]
+
+
 def train_or_load_sasrec(ds: datasets.DatasetDict, args: CollabArgs, output_dir: Path, seed: int,
                          use_cpu: bool = False) -> tuple[SASRec, dict]:
     """The checkpoint given, one trained earlier into ``output_dir/sasrec``, or a fresh early-stopped SASRec (CE
@@ -93,7 +107,7 @@ def train_or_load_sasrec(ds: datasets.DatasetDict, args: CollabArgs, output_dir:
             save_pretrained_atomic(trainer.model, path)
         PartialState().wait_for_everyone()
     sasrec = SASRec.from_pretrained(path).eval()
-    return sasrec, evaluate_ranking(sasrec, ds, "test", ks=(10, 20))["all"]
+    return sasrec, on_main_process(lambda: evaluate_ranking(sasrec, ds, "test", ks=(10, 20))["all"])
 
 
 def item_embeddings(ds: datasets.DatasetDict, args: SemanticIDArgs, model_args: GenerativeModelArgs,
@@ -106,7 +120,7 @@ def item_embeddings(ds: datasets.DatasetDict, args: SemanticIDArgs, model_args: 
         texts = list(ds["items"]["text"])
         if args.text_encoder == "backbone":
             lm, tokenizer = load_backbone(model_args.model_name_or_path, dtype=model_args.dtype)
-            lm.to("cuda" if torch.cuda.is_available() else "cpu")
+            lm.to(PartialState().device)
             blocks.append(item_text_embeddings(lm, tokenizer, texts, model_args.model_name_or_path))
             del lm
         else:
@@ -138,10 +152,12 @@ def run_generative(ds: datasets.DatasetDict, model_args: GenerativeModelArgs, ex
     sids = None
     if example_config.needs_codes:
         start = time.perf_counter()
-        sids = build_semantic_ids(item_embeddings(ds, sid_args, model_args, sasrec), sid_args.num_levels,
-                                  sid_args.codebook_size, sid_args.sid_method, sid_args.sid_seed)
+        sids = on_main_process(lambda: build_semantic_ids(item_embeddings(ds, sid_args, model_args, sasrec),
+                                                          sid_args.num_levels, sid_args.codebook_size,
+                                                          sid_args.sid_method, sid_args.sid_seed))
         metrics["semantic_ids"] = sids.stats()
-        plot_code_usage(sids, output_dir / "code_usage.png")
+        if PartialState().is_main_process:
+            plot_code_usage(sids, output_dir / "code_usage.png")
         timings["semantic_ids"] = time.perf_counter() - start
 
     set_seed(training_args.seed)
