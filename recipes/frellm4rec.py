@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from safetensors.torch import save_file
 from transformers import Trainer, TrainingArguments
 from trl import TrlParser
@@ -114,7 +115,8 @@ def save_model(model: FreLLM4Rec, args: FreLLM4RecArgs, path: Path) -> None:
 def main(args: FreLLM4RecArgs, data_args: DataConfig, training_args: TrainingArguments) -> dict:
     timings, start = {}, time.perf_counter()
     output_dir = Path(training_args.output_dir)
-    ds = prepare_dataset(data_args)
+    with PartialState().main_process_first():  # several processes: the first writes the cache, once
+        ds = prepare_dataset(data_args)
     sasrec, sasrec_metrics = load_or_train_sasrec(args, ds, training_args)
     timings["sasrec_s"] = time.perf_counter() - start
 

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accelerate import PartialState
 from transformers import set_seed
 from trl import TrlParser
 
@@ -38,7 +39,8 @@ class SASRecArgs:
 
 
 def main(model_args: SASRecArgs, data_args: DataConfig, training_args: RankingTrainingArguments) -> dict:
-    ds = prepare_dataset(data_args)
+    with PartialState().main_process_first():  # several processes: the first writes the cache, once
+        ds = prepare_dataset(data_args)
     set_seed(training_args.seed)  # before the model exists: Trainer seeds only after its weights are drawn
     model = SASRec(SASRecConfig(num_items=num_items(ds), **dataclasses.asdict(model_args)))
     trainer = train_id_model(model, ds, training_args)

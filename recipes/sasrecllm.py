@@ -192,7 +192,8 @@ def main(model_args: ModelArgs, sample_args: PointwiseConfig, data_args: DataCon
     output_dir = Path(training_args.output_dir)
     timings: dict[str, float] = {}
 
-    ds = prepare_dataset(data_args)
+    with PartialState().main_process_first():  # several processes: the first writes the cache, once
+        ds = prepare_dataset(data_args)
     samples = build_pointwise_samples(ds, sample_args)
     test_sets = warm_cold_test_sets(samples, sample_args)
     ranking_rows = (ranking_candidates(ds, eval_args.ranking_negatives, eval_args.ranking_users, sample_args.cf_max_len,

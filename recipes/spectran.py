@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, set_seed
 from trl import TrlParser
@@ -139,7 +140,8 @@ def spectra(model) -> dict:
 
 
 def main(model_args: SpecTranArgs, data_args: DataConfig, training_args: RankingTrainingArguments) -> dict:
-    ds = prepare_dataset(data_args)
+    with PartialState().main_process_first():  # several processes: the first writes the cache, once
+        ds = prepare_dataset(data_args)
     text = None if model_args.adapter == "none" else item_text_matrix(ds, model_args)
     set_seed(training_args.seed)  # the model is built before Trainer seeds anything
     model = build_model(model_args, num_items(ds), text)
