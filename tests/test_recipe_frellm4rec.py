@@ -4,6 +4,7 @@ import json
 import runpy
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import TrainingArguments
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = runpy.run_path(str(ROOT / "recipes" / "frellm4rec.py"))
 DATA = ["--dataset", "ml-100k-grouplens", "--data_path", str(ROOT / "tests" / "fixtures" / "ml-100k")]
 TINY = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--max_len", "5", "--fusion_size", "64",
-        "--sasrec_epochs", "1", "--text_batch_size", "8", "--logging_steps", "1", "--disable_tqdm", "true"]
+        "--sasrec_epochs", "1", "--text_batch_size", "8", "--logging_steps", "1", "--disable_tqdm", "true",
+        "--num_negatives", "5"]  # the fixture has 8 items
 
 
 def run(*argv):
@@ -78,3 +80,22 @@ def test_tfm_hooks_leave_smollm2_bit_identical():
             during = decoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         after = decoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
     assert torch.equal(before, after) and not torch.allclose(before, during)
+
+
+def test_recipe_authors_protocol_writes_both_metrics(tmp_path):
+    """protocol authors on the real SmolLM2: per-position training, both metrics in metrics.json, last-token text."""
+    metrics, _ = run("--output_dir", str(tmp_path / "authors"), "--protocol", "authors", "--tfm_leak", "false",
+                     "--energy_users", "0")
+    saved = json.loads((tmp_path / "authors" / "metrics.json").read_text())
+    assert saved["test"] == metrics["test"] and saved["test_sampled"] == metrics["test_sampled"]
+    assert metrics["config"]["protocol"] == "authors" and metrics["config"]["tfm_leak"] is False
+    for report in (metrics["test"], metrics["test_sampled"]):
+        assert report["all"]["num_users"] == 6 and 0 <= report["all"]["ndcg@10"] <= 1
+    # 6 candidates vs the whole catalogue: the authors' metric can only be the easier one.
+    assert metrics["test_sampled"]["all"]["hr@20"] >= metrics["test"]["all"]["hr@20"]
+    weights = load_file(tmp_path / "authors" / "model" / "trainable.safetensors")
+    assert {name.split(".")[0] for name in weights} == {"id_features", "text_features", "fusion", "final_norm"}
+    with pytest.raises(ValueError, match="energy_users"):
+        run("--output_dir", str(tmp_path / "bad"), "--protocol", "authors", "--energy_users", "6")
+    with pytest.raises(ValueError, match="num_negatives=8"):
+        run("--output_dir", str(tmp_path / "bad"), "--num_negatives", "8")

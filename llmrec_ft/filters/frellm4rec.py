@@ -36,6 +36,9 @@ from llmrec_ft.filters.spectral_energy import recorded_layer_outputs
 from llmrec_ft.filters.tfm import temporal_frequency_modulation
 
 
+PROTOCOLS = ("ours", "authors")
+
+
 @dataclass
 class FreLLM4RecConfig:
     """The model's knobs; defaults follow the authors' released run script where it sets them."""
@@ -49,6 +52,15 @@ class FreLLM4RecConfig:
     tfm_cutoff: float = 0.1  # fraction of Nyquist; authors' init_fa
     tfm_order: int = 2  # authors' Butterworth order
     tfm_strength: float = 1.0  # 1 = replace the layer output by the filtered one (authors)
+    # protocol "authors" (llmrec_ft.filters.frellm4rec_authors): their model, per-position loss and metric.
+    protocol: str = "ours"  # "ours" | "authors"
+    tfm_leak: bool = True  # authors only: non-causal TFM over sequences holding the targets (their code)
+    tfm_dropout: float = 0.2  # authors only: dropout after each TFM filter (their hidden_dropout_prob)
+    num_negatives: int = 99  # authors only: uniform negatives per training row and per evaluated user
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
 
 
 class ItemFusion(nn.Module):

@@ -20,8 +20,12 @@ Choices, checked against the authors' code (github.com/BDML-lab/FreLLM4Rec, ``mo
 * ``norm="ortho"`` rfft/irfft as in the authors' code (the round trip is the identity either way).
 * No dropout on the filtered states: the backbone runs in eval mode (the authors use p = 0.2).
 
-The filter is non-causal (position t sees later positions). That is harmless here because the model is
-trained and scored only at the last position, whose target is never in the input.
+The filter is non-causal (position t sees later positions). That is harmless for our protocol, which trains
+and scores only the last position, whose target is never in the input. The authors' protocol trains every
+position of a sequence that contains the targets, so there position t sees item t + 1 (a train-time leak,
+:mod:`~llmrec_ft.filters.frellm4rec_authors`). ``causal=True`` gives the one-sided variant that removes it:
+position t is filtered as if the sequence ended at t (row t of the length-(t + 1) filter), so it never sees
+a later position; at the last position it equals the non-causal filter.
 """
 
 from __future__ import annotations
@@ -68,11 +72,27 @@ def butterworth_operator(length: int, cutoff: float, order: int) -> torch.Tensor
     return _operator(length, float(cutoff), int(order))
 
 
+@functools.lru_cache(maxsize=256)
+def _causal_operator(length: int, cutoff: float, order: int) -> torch.Tensor:
+    rows = [torch.cat([_operator(t + 1, cutoff, order)[t], torch.zeros(length - t - 1, dtype=torch.float64)])
+            for t in range(length)]
+    return torch.stack(rows)
+
+
+def causal_butterworth_operator(length: int, cutoff: float, order: int) -> torch.Tensor:
+    """``[length, length]`` lower-triangular float64 matrix: row ``t`` is the last row of the length-``t + 1``
+    :func:`butterworth_operator`, i.e. position ``t`` filtered over positions ``0..t`` only (no look-ahead)."""
+    _check(cutoff, order)
+    return _causal_operator(length, float(cutoff), int(order))
+
+
 def temporal_operators(attention_mask: torch.Tensor, cutoff: float = 0.1, order: int = 2,
-                       strength: float = 1.0) -> torch.Tensor:
+                       strength: float = 1.0, causal: bool = False) -> torch.Tensor:
     """``[B, L, L]`` float64 per-row operators: the (mixed) Butterworth filter on each row's real positions
-    (where ``attention_mask`` is 1, in order, wherever the padding sits), the identity on padding positions."""
+    (where ``attention_mask`` is 1, in order, wherever the padding sits), the identity on padding positions.
+    ``causal=True`` uses :func:`causal_butterworth_operator` (no position sees a later one)."""
     _check(cutoff, order, strength)
+    operator = causal_butterworth_operator if causal else butterworth_operator
     batch, width = attention_mask.shape
     real = attention_mask.bool().cpu()
     operators = torch.eye(width, dtype=torch.float64).repeat(batch, 1, 1)
@@ -80,7 +100,7 @@ def temporal_operators(attention_mask: torch.Tensor, cutoff: float = 0.1, order:
         positions = real[row].nonzero().squeeze(1)
         length = len(positions)
         if length:
-            mixed = (1 - strength) * torch.eye(length, dtype=torch.float64) + strength * butterworth_operator(
+            mixed = (1 - strength) * torch.eye(length, dtype=torch.float64) + strength * operator(
                 length, cutoff, order)
             operators[row][positions[:, None], positions[None, :]] = mixed
     return operators
