@@ -271,9 +271,15 @@ def recommend_command(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="Users per batch.")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:1 (default: cuda when available).")
     args = parser.parse_args(argv)
+    if args.k < 1:
+        parser.error(f"--k must be >= 1, got {args.k}")
     try:
         rows, histories = read_histories(args.input)
-        recommender = Recommender.from_pretrained(args.model, args.device)
+        try:
+            recommender = Recommender.from_pretrained(args.model, args.device)
+        except (FileNotFoundError, ValueError) as err:  # not an artifact folder, incomplete, or unknown kind
+            print(f"error: --model {args.model}: {err}", file=sys.stderr)
+            return 2
         recommender.to_internal(histories)  # fail on unknown ids before any model work
         with tqdm(total=len(histories), desc="recommend", unit="user") as progress:
             items, scores = recommender.recommend(histories, args.k, not args.include_history, args.batch_size,

@@ -465,3 +465,31 @@ def test_auc_from_scores_equals_auc_of_the_raw_gaps(low, high):
     assert auc_report({"all": scores}, {"all": encoded})["auc_all"] == expected
     if low >= 20:  # what the old float32 sigmoid score gave: every sample ties at 1.0
         assert roc_auc(torch.sigmoid(gaps), labels) == 0.5
+
+
+# --- stale prepared folders and duplicate item ids ------------------------------------------------------------
+
+def test_prepared_folder_is_reused_only_for_the_same_options_and_files(tmp_path, caplog):
+    inter, items = tmp_path / "inter.csv", tmp_path / "items.csv"
+    shutil.copy(CASES / "FC-02" / "interactions.csv", inter)
+    shutil.copy(CASES / "FC-02" / "items.csv", items)
+    config = _generic(inter, items)
+    prepare_dataset(config, tmp_path / "out")
+    assert prepare_dataset(config, tmp_path / "out")["items"]["title"]  # same options and files: reused
+    with pytest.raises(DataError, match=r"manifest.json: this prepared dataset was built with other "
+                                        r"min_user_interactions; pass overwrite=True"):
+        prepare_dataset(DataConfig(**{**config.__dict__, "min_user_interactions": 4}), tmp_path / "out")
+    inter.write_text(inter.read_text().rstrip("\n") + "\nu3,i1,1050,5\n")
+    with pytest.raises(DataError, match="content of .*inter.csv"):
+        prepare_dataset(config, tmp_path / "out")
+    assert prepare_dataset(config, tmp_path / "out", overwrite=True)
+
+
+def test_duplicate_item_ids_in_a_generic_item_table_name_both_rows(tmp_path):
+    items = tmp_path / "items.csv"
+    lines = (CASES / "FC-02" / "items.csv").read_text().splitlines()
+    first_id = lines[1].split(",")[0]
+    items.write_text("\n".join([*lines, f"{first_id},Another title"]) + "\n")
+    with pytest.raises(DataError, match=rf"items.csv, row {len(lines) + 1}, field 'item': item id '{first_id}' is "
+                                        r"already defined in row 2"):
+        build_dataset(_generic(CASES / "FC-02" / "interactions.csv", items))

@@ -82,3 +82,6 @@ def test_recommend_cli(run, tmp_path, capsys):
     assert "users.jsonl, row 3, field 'history': unknown item id 'no-such-item' at position 1" in \
         capsys.readouterr().err
     assert not out.exists()  # nothing half-written
+    assert cli_main(["recommend", "--model", str(tmp_path / "no-such-folder"), "--input", str(users),
+                     "--out", str(out), "--device", "cpu"]) == 2
+    assert "error: --model" in capsys.readouterr().err and not out.exists()

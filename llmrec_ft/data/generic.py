@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from llmrec_ft.data.files import iter_csv, iter_json_lines
-from llmrec_ft.data.interactions import InteractionLog, ItemInfo, describe_item, parse_rating, parse_timestamp
+from llmrec_ft.data.interactions import DataError, InteractionLog, ItemInfo, describe_item, parse_rating, parse_timestamp
 from llmrec_ft.data.text import clean_text
 
 
@@ -35,5 +35,9 @@ def read_generic(interactions_path: str | Path, items_path: str | Path,
         text = clean_text(rec.get("text"))
         if info.has_text and text:
             info.text = text
-        items[str(rec["item"])] = info
+        item = str(rec["item"])
+        if item in items:  # a second row for one id would silently replace the first one's text
+            raise DataError(str(items_path), f"item id {item!r} is already defined in row {items[item].row}",
+                            row, "item")
+        items[item] = info
     return log, items, [interactions_path, items_path]

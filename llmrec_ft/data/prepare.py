@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from llmrec_ft.data.preprocess import (MIN_SEQUENCE_LENGTH, build_sequences, che
 from llmrec_ft.data.recbole_atomic import embedded_ml100k, read_atomic
 from llmrec_ft.io import atomic_path, write_json
 
+logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # 2: timestamps at the source's resolution (Amazon 2023 in ms), cleaned item text
 DATASETS = ("ml-100k", "ml-100k-grouplens", "ml-1m", "recbole", "amazon2018", "amazon2023", "generic", "collm", "sequences")
 
@@ -188,11 +190,22 @@ def default_output_dir(config: DataConfig) -> Path:
 
 def prepare_dataset(config: DataConfig | None = None, output_dir: str | Path | None = None,
                     overwrite: bool = False) -> datasets.DatasetDict:
-    """Build (or load the cached) prepared dataset; written atomically with ``manifest.json``."""
+    """Build (or load the cached) prepared dataset; written atomically with ``manifest.json``.
+
+    An existing folder is reused only if its manifest records the same format, options and source files
+    (sha256): a stale cached copy (no ``output_dir``) is rebuilt, and a stale ``output_dir`` is a ``DataError``
+    asking for ``overwrite`` -- never silently returned."""
     config = config or DataConfig()
-    output_dir = Path(output_dir) if output_dir else default_output_dir(config)
+    explicit = output_dir is not None
+    output_dir = Path(output_dir) if explicit else default_output_dir(config)
     if (output_dir / "manifest.json").exists() and not overwrite:
-        return load_prepared(output_dir)
+        changed = _changed_since_built(output_dir, config)
+        if not changed:
+            return load_prepared(output_dir)
+        if explicit:
+            raise DataError(str(output_dir / "manifest.json"), f"this prepared dataset was built with other "
+                            f"{', '.join(changed)}; pass overwrite=True (--overwrite) or choose another folder")
+        logger.warning("%s was built with other %s; rebuilding it", output_dir, ", ".join(changed))
     dataset, manifest = build_dataset(config)
     with atomic_path(output_dir) as tmp:
         datasets.disable_progress_bars()
@@ -202,6 +215,19 @@ def prepare_dataset(config: DataConfig | None = None, output_dir: str | Path | N
             datasets.enable_progress_bars()
         write_json(tmp / "manifest.json", manifest)
     return load_prepared(output_dir)
+
+
+def _changed_since_built(output_dir: Path, config: DataConfig) -> list[str]:
+    """What differs between ``config`` (and the source files' contents now) and what the folder was built from."""
+    manifest = load_manifest(output_dir)
+    built = manifest.get("config", {})
+    wanted = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, as the manifest stores them
+    changed = sorted(key for key in wanted.keys() | built.keys() if wanted.get(key) != built.get(key))
+    if manifest.get("format_version") != FORMAT_VERSION:
+        changed.append("format_version")
+    changed += [f"content of {source}" for source, digest in manifest.get("source_files", {}).items()
+                if Path(source).exists() and _file_sha256(Path(source)) != digest]
+    return changed
 
 
 def load_prepared(path: str | Path) -> datasets.DatasetDict:
