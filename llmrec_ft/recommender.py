@@ -203,7 +203,10 @@ class _YesNoScorer:
         from llmrec_ft.llm.prompts import encode_prompt, load_prompt
         from llmrec_ft.train.pointwise_data import answer_token_ids
 
-        template, yes_no = load_prompt("yes_no"), answer_token_ids(self.tokenizer)
+        # the prompt and score the run trained with (recipes/sasrecllm.py writes both into config.yaml); a
+        # ``loss: yes_bce`` model is scored by its Yes logit alone, as train.scoring.yes_logit_gaps does
+        template = load_prompt(self.config.get("prompt", "yes_no"), history_cf=self.config.get("history_cf_tokens", True))
+        yes_no, yes_only = answer_token_ids(self.tokenizer), self.config.get("loss") == "yes_bce"
         max_history, cf_len = self.config.get("max_history", 10), self.config.get("cf_max_len", 50)
         slots = self.config.get("cf_tokens_per_slot", 1)
         out_items, out_scores = [], []
@@ -218,7 +221,7 @@ class _YesNoScorer:
                 cf_items.append(prompt.cf_item_ids(history, candidate))
             logits = score_prompts(self.model, prompts, yes_no, cf_history=history[-cf_len:] or [0],
                                    cf_items=cf_items, chunk_size=batch_size)
-            scores[1:] = (logits[:, 0] - logits[:, 1]).float().cpu()
+            scores[1:] = (logits[:, 0] if yes_only else logits[:, 0] - logits[:, 1]).float().cpu()
             items, top = _top_k_of_scores(scores[None], [history], k, exclude_history)
             out_items.append(items)
             out_scores.append(top)

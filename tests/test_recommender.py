@@ -38,9 +38,11 @@ def test_unknown_item_names_history_and_position(sasrec_dir):
         recommender.recommend([["1"], ["21"]])
 
 
-def test_sasrecllm_artifacts_rank_every_item_by_yes_minus_no(tmp_path):
+@pytest.mark.parametrize("loss", ["yes_no_ce", "yes_bce"])
+def test_sasrecllm_artifacts_rank_every_item_by_yes_minus_no(tmp_path, loss):
     """A SASRecLLM artifact folder (tiny random backbone): every catalogue item is a Yes/No candidate; the top-K
-    equals ranking the full (non-shared-prefix) forwards of every candidate prompt."""
+    equals ranking the full (non-shared-prefix) forwards of every candidate prompt by the score the run trained
+    (Yes - No, or the Yes logit alone for ``loss: yes_bce``)."""
     from llmrec_ft import hub
     from llmrec_ft.data import DataConfig, num_items, prepare_dataset
     from llmrec_ft.llm.prefix_scoring import score_prompts
@@ -53,7 +55,7 @@ def test_sasrecllm_artifacts_rank_every_item_by_yes_minus_no(tmp_path):
     model, tokenizer = tiny_collaborative_lm(backbone, num_items(ds))
     model.save_pretrained(tmp_path / "trained")
     config = {"model_name_or_path": str(backbone), "dataset": "ml-100k", "max_history": 3, "cf_max_len": 50,
-              "cf_tokens_per_slot": 1}
+              "cf_tokens_per_slot": 1, "loss": loss}
     hub.save_artifacts(tmp_path / "artifacts", tmp_path / "trained", tokenizer, config, {})
     recommender = Recommender.from_pretrained(tmp_path / "artifacts", "cpu")
     assert recommender.kind == "sasrecllm"
@@ -71,7 +73,7 @@ def test_sasrecllm_artifacts_rank_every_item_by_yes_minus_no(tmp_path):
     model.eval()
     logits = score_prompts(model, prompts, answer_token_ids(tokenizer), cf_history=history, cf_items=slots,
                            chunk_size=256, shared_prefix=False)
-    reference = (logits[:, 0] - logits[:, 1]).float()
+    reference = (logits[:, 0] if loss == "yes_bce" else logits[:, 0] - logits[:, 1]).float()
     reference[[i - 1 for i in history]] = float("-inf")
     top = reference.topk(5)
     assert scores[0] == pytest.approx(top.values.tolist(), abs=1e-4)
