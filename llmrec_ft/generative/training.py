@@ -44,7 +44,8 @@ from llmrec_ft.llm.collaborative_lm import CollaborativeLM
 from llmrec_ft.llm.projector import CollaborativeProjector
 from llmrec_ft.llm.tokens import add_collaborative_tokens
 from llmrec_ft.train.collator import PointwiseCollator
-from llmrec_ft.train.trainer import CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer, TrainableCollaborativeLM
+from llmrec_ft.train.trainer import (CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer, TrainableCollaborativeLM,
+                                     save_and_release)
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +115,7 @@ def train_generative(model, tokenizer, train_dataset: datasets.Dataset, training
     else:
         trainer = GenerativeSFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer)
     trainer.train()
-    trainer.save_state()
-    trainer.save_model(str(Path(training_args.output_dir) / "final"))
-    trainer.accelerator.wait_for_everyone()
-    # Accelerate's prepare() replaced model.forward in place by an autocast wrapper (SFTConfig defaults to
-    # bf16=True, CPU included) that Trainer leaves on: the returned model would keep computing in bf16 while a
-    # reload of the saved folder computes in the model's dtype (logits apart by ~1e-3 on a tiny fp32 model).
-    trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # restores the original forward
+    save_and_release(trainer, model, Path(training_args.output_dir) / "final")
     model.eval()
     return time.perf_counter() - start
 

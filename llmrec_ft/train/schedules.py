@@ -40,7 +40,7 @@ from llmrec_ft.llm.packing import PackedCollator
 from llmrec_ft.train.collator import PointwiseCollator
 from llmrec_ft.train.freezing import FreezeStage, StagedFreezing, collaborative_lm_parts, hierarchical_stages
 from llmrec_ft.train.trainer import (CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer, TrainableCollaborativeLM,
-                                    pretokenized_args)
+                                     pretokenized_args, save_and_release)
 
 logger = logging.getLogger(__name__)
 
@@ -118,10 +118,5 @@ def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedT
     if checkpoint:
         logger.warning("stage %s: resuming from %s", name, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_state()  # <stage>/trainer_state.json: losses, train_runtime, tokens seen (benchmarks read it)
-    trainer.save_model(str(final_dir.parent))  # every rank: FSDP / ZeRO-3 gather the weights collectively
-    trainer.accelerator.wait_for_everyone()
-    # Accelerate's prepare() replaced model.forward by an autocast wrapper (bf16: true) that Trainer leaves on; the
-    # live model would go on computing in bf16 while its saved folder reloads in the model's dtype.
-    trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # restores the original forward
+    save_and_release(trainer, model, final_dir.parent)
     return time.perf_counter() - start

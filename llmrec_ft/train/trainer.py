@@ -46,6 +46,18 @@ def pretokenized_args(args: SFTConfig) -> SFTConfig:
                                dataset_kwargs={**(args.dataset_kwargs or {}), "skip_prepare_dataset": True})
 
 
+def save_and_release(trainer: Trainer, model: torch.nn.Module, save_dir: str | Path) -> None:
+    """After ``trainer.train()``: write ``trainer_state.json`` (losses, runtime, tokens seen: benchmarks read it)
+    and the trained parts to ``save_dir`` on every rank (FSDP / ZeRO-3 gather the weights collectively), then
+    hand ``model`` back as it was built. Accelerate's ``prepare()`` replaced ``model.forward`` in place by an
+    autocast wrapper (``bf16: true``; ``SFTConfig`` defaults to it, CPU included) that Trainer leaves on: the
+    live model would keep computing in bf16 while a reload of ``save_dir`` computes in the model's dtype."""
+    trainer.save_state()
+    trainer.save_model(str(save_dir))
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # restores the original forward
+
+
 class TrainableCollaborativeLM(CollaborativeLM):
     """``CollaborativeLM`` plus the one ``PreTrainedModel`` method SFTTrainer calls on any model it trains, and
     the answer loss (``llmrec_ft.train.answer_losses``): ``loss="yes_bce"`` with ``yes_token_id`` replaces
