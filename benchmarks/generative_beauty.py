@@ -22,6 +22,7 @@ Writes ``benchmarks/results/generative_beauty.json`` (``--output``); ``--budget 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -108,11 +109,14 @@ def main() -> None:
     parser.add_argument("--max-train-examples", type=int, default=None)
     parser.add_argument("--num-beams", type=int, default=20)
     parser.add_argument("--eval-users", type=int, default=None, help="First N test users (0 = all).")
+    parser.add_argument("--eval-batch-size", type=int, default=None, help="Users per beam-search batch.")
     parser.add_argument("--max-users", type=int, default=None, help="Keep only the first N users of the file.")
     parser.add_argument("--sasrec-epochs", type=float, default=None, help="SASRec epochs upper bound.")
     parser.add_argument("--sasrec-patience", type=int, default=None, help="SASRec early-stopping patience.")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="Run folders (default: a temporary one).")
+    parser.add_argument("--append", action="store_true",
+                        help="Merge into --output's rows (runs of the same seed replaced): a table built over calls.")
     args = parser.parse_args()
     budget = BUDGETS[args.budget]
     pick = lambda name, key: getattr(args, name) if getattr(args, name) is not None else budget[key]  # noqa: E731
@@ -133,6 +137,8 @@ def main() -> None:
         results = {"config": {**vars(args), "data": str(args.data), "output": str(output), "budget_values": budget,
                               "dtype": dtype, "eval_users": eval_users, "workdir": str(workdir)},
                    "counts": {"users": len(ds["test"]), "items": len(ds["items"])}, "rows": {}}
+        earlier = earlier_runs(output, results) if args.append else {}
+        results["rows"] = {row: summarise(runs) for row, runs in earlier.items()}
 
         if "sasrec" in args.rows:
             runs = []
@@ -145,7 +151,8 @@ def main() -> None:
                 runs.append({"seed": seed, **sasrec_both_protocols(sasrec.to("cpu" if use_cpu else "cuda"), ds,
                                                                    eval_users),
                              "train_s": train_s, "eval_s": time.perf_counter() - start})
-            results["rows"]["sasrec"] = summarise(runs)
+                results["rows"]["sasrec"] = summarise(merge_runs(earlier.get("sasrec", []), runs))
+                write_json(output, results)
 
         for row in [r for r in args.rows if r in ROWS]:
             runs = []
@@ -169,19 +176,39 @@ def main() -> None:
                                if (workdir / f"sasrec_seed{seed}" / "sasrec" / "config.json").exists() else None,
                                **collab),
                     GenerativeEvalArgs(num_beams=args.num_beams, eval_ks=[10, 20], eval_users=eval_users,
-                                       eval_batch_size=budget["eval_batch_size"], eval_valid=False),
+                                       eval_batch_size=pick("eval_batch_size", "eval_batch_size"), eval_valid=False),
                     sft)
                 timings = metrics["timings_s"]
                 runs.append({"seed": seed, **metrics["test"], "semantic_ids": metrics.get("semantic_ids"),
                              "train_examples": metrics["train_examples"], "train_s": timings["train"],
                              "eval_s": timings["eval_test"], "prep_s": timings.get("semantic_ids", 0.0)
                              + timings.get("sasrec", 0.0)})
-            results["rows"][row] = summarise(runs)
+            results["rows"][row] = summarise(merge_runs(earlier.get(row, []), runs))
             write_json(output, results)  # after every row: a long run keeps what it finished
 
     write_json(output, results)
     print(table(results))
     print(f"-> {output}")
+
+
+def earlier_runs(output: Path, results: dict) -> dict[str, list[dict]]:
+    """``{row: runs}`` of an earlier call's ``output``, which must be on the same data and evaluation users."""
+    if not output.exists():
+        return {}
+    earlier = json.loads(output.read_text())
+    for key in ("data", "eval_users", "model", "num_beams", "max_history"):
+        if earlier["config"][key] != results["config"][key]:
+            raise SystemExit(f"--append: {output} has {key}={earlier['config'][key]!r}, this call "
+                             f"{results['config'][key]!r}; pass another --output")
+    results["config"]["earlier_calls"] = [*earlier["config"].get("earlier_calls", []),
+                                          {k: v for k, v in earlier["config"].items() if k != "earlier_calls"}]
+    return {row: data["runs"] for row, data in earlier["rows"].items()}
+
+
+def merge_runs(earlier: list[dict], new: list[dict]) -> list[dict]:
+    """Earlier runs whose seed this call did not run, then this call's runs, by seed."""
+    seeds = {run["seed"] for run in new}
+    return sorted([run for run in earlier if run["seed"] not in seeds] + new, key=lambda run: run["seed"])
 
 
 def summarise(runs: list[dict]) -> dict:
