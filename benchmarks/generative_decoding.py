@@ -17,18 +17,24 @@ vocabulary ids. ``--users`` random prompts of ``--prompt-len`` tokens. Rows, eac
 5. + early stop: a user leaves the batch once its list is final (largest batch). No effect on fixed-length
    semantic IDs, whose beams all finish at the last level: there this row repeats row 4's computation, so it
    shows the timing noise and, as ``rerun_identical_top10``, whether the kernels give the same lists twice.
-6. + tree attention: beams keep sharing the one prompt cache (4-D ancestry mask) instead of W copies (largest
+6. + static KV cache and compiled decode steps: row 5 with ``compile_decode`` (a transformers ``StaticCache`` and
+   ``torch.compile(dynamic=False)`` of the decode forward; ``mode="reduce-overhead"``, i.e. CUDA graphs, with
+   ``--compile-backend inductor``, the default on CUDA; ``cudagraphs``: CUDA graphs without inductor's kernels).
+   Off by default on CPU, where inductor compiles C++ for a minute even for ``--shape tiny``; ``--compile-backend
+   eager`` checks the plumbing there (dynamo only, no speed-up). The row's JSON has dynamo's ``graph_breaks``.
+7. + tree attention: beams keep sharing the one prompt cache (4-D ancestry mask) instead of W copies (largest
    batch; ``kv_sharing="tree"``, the memory-saving option).
 
-Each row is timed once over all ``--users`` prompts after one warm-up batch of its own batch size. Printed and
-written to JSON: users/s, speed-up over row 2, peak GPU memory, and agreement with row 2: share of users whose
-top-10 list is identical, mean top-10 overlap; and what makes lists differ: the median |score difference| of
-items both lists hold (0 = bitwise the same numbers), the share of users whose scores are bitwise equal, the
-median smallest gap between consecutive scores of the reference's top 11 (the margin that decides the order),
-and the share of users with an exact tie at the first step's beam boundary (``first_step_boundary_ties``).
+Each row is timed once over all ``--users`` prompts after one warm-up batch of its own batch size, timed apart as
+``warmup_s`` (for row 6: tracing, compiling and recording the CUDA graph, once per beam width as the graph's
+shape is ``users/batch x beams`` rows). Printed and written to JSON: users/s, speed-up over row 2, peak GPU
+memory, and agreement with row 2: share of users whose top-10 list is identical, mean top-10 overlap; and what
+makes lists differ: the median |score difference| of items both lists hold (0 = bitwise the same numbers), the
+share of users whose scores are bitwise equal, the median smallest gap between consecutive scores of the
+reference's top 11 (the margin that decides the order), and the share of users with an exact tie at the first
+step's beam boundary (``first_step_boundary_ties``).
 Then p50/p99 latency of one user at 20 beams (default ``kv_sharing``) and the projected time for the 22,363
-Amazon Beauty test users. ``torch.compile`` / static-cache levers are not implemented (not measured). Runs on
-CPU with ``--shape tiny`` in well under a minute.
+Amazon Beauty test users. Runs on CPU with ``--shape tiny`` in well under a minute.
 """
 
 from __future__ import annotations
@@ -40,9 +46,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, CompileConfig, GenerationConfig, LlamaConfig, Qwen2Config
 
-from llmrec_ft.generative.decoding import constrained_beam_search, hf_generate_beam_search
+from llmrec_ft.generative.decoding import constrained_beam_search, hf_generate_beam_search, release_static_cache
 from llmrec_ft.generative.semantic_ids import SemanticIDs
 from llmrec_ft.generative.trie import CatalogTrie
 from llmrec_ft.io import write_json
@@ -112,11 +118,13 @@ def sync(device: str) -> None:
 
 
 def run_row(name, search, prompts, batch_size, device):
-    """Time ``search(ids, mask)`` over all prompts in batches of ``batch_size`` after one warm-up batch; returns
-    the found items and scores ``[users, k]`` and the row's stats."""
+    """Time ``search(ids, mask)`` over all prompts in batches of ``batch_size`` after one warm-up batch (timed
+    apart: it holds any compilation); returns the found items and scores ``[users, k]`` and the row's stats."""
     ids, mask = prompts
+    start = time.perf_counter()
     search(ids[:batch_size], mask[:batch_size])
     sync(device)
+    warmup = time.perf_counter() - start
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -128,7 +136,7 @@ def run_row(name, search, prompts, batch_size, device):
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
     items, scores = (torch.cat([f[i] for f in found]).cpu() for i in (0, 1))
     return (items, scores.float()), {"row": name, "seconds": seconds, "users_per_s": len(ids) / seconds,
-                                     "peak_mem_gib": peak}
+                                     "peak_mem_gib": peak, "warmup_s": warmup}
 
 
 def agreement(found, reference, k: int = 10) -> dict:
@@ -185,9 +193,15 @@ def main() -> None:
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
     parser.add_argument("--latency-users", type=int, default=32, help="single-user requests timed for p50/p99")
     parser.add_argument("--skip-python-constraint", action="store_true", help="drop row 1 (slow on a 7B shape)")
+    parser.add_argument("--compile-backend", choices=["inductor", "cudagraphs", "aot_eager", "eager", "none"],
+                        help="torch.compile backend of the compiled-decode row; 'none' drops the row "
+                             "(default: inductor on cuda, none on cpu)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/generative_decoding.json"))
     args = parser.parse_args()
     device, dtype = args.device, DTYPES[args.dtype]
+    backend = args.compile_backend or ("inductor" if device == "cuda" else "none")
+    compile_config = CompileConfig(dynamic=False, backend=backend,
+                                   mode="reduce-overhead" if backend == "inductor" else "default")
     batch_sizes = sorted({min(b, args.users) for b in args.batch_users})
     batch_users = batch_sizes[-1]
     hf_batch = min(batch_sizes[0], 32)  # generate rows: at most 32 users per call, the issue's baseline
@@ -202,6 +216,7 @@ def main() -> None:
     meta = {"shape": args.shape, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "dtype": args.dtype, "items": args.items, "levels": args.levels, "prompt_len": args.prompt_len,
             "users": args.users, "batch_users": batch_sizes, "generate_batch_users": hf_batch,
+            "compile_backend": backend,
             "trie_nodes": trie.num_nodes, "torch": torch.__version__,
             "transformers": __import__("transformers").__version__}
     print(json.dumps(meta), flush=True)
@@ -226,18 +241,28 @@ def main() -> None:
                                                              kv_sharing="expand"))
             for size in batch_sizes
         ]
-        ladder += [
-            (f"+ early stop (drop finished users), {batch_users}/batch", batch_users,
-             lambda i, m: constrained_beam_search(model, trie, i, m, num_beams=beams, top_k=top_k,
-                                                  users_per_batch=batch_users, kv_sharing="expand")),
-            (f"+ tree attention (one shared cache), {batch_users}/batch", batch_users,
-             lambda i, m: constrained_beam_search(model, trie, i, m, num_beams=beams, top_k=top_k,
-                                                  users_per_batch=batch_users, kv_sharing="tree")),
-        ]
+        early_stop = f"+ early stop (drop finished users), {batch_users}/batch"
+        ladder.append((early_stop, batch_users,
+                       lambda i, m: constrained_beam_search(model, trie, i, m, num_beams=beams, top_k=top_k,
+                                                            users_per_batch=batch_users, kv_sharing="expand")))
+        compiled = f"+ static cache, compiled decode ({backend}), {batch_users}/batch"
+        if backend != "none":
+            ladder.append((compiled, batch_users,
+                           lambda i, m: constrained_beam_search(model, trie, i, m, num_beams=beams, top_k=top_k,
+                                                                users_per_batch=batch_users, kv_sharing="expand",
+                                                                compile_decode=compile_config)))
+        ladder.append((f"+ tree attention (one shared cache), {batch_users}/batch", batch_users,
+                       lambda i, m: constrained_beam_search(model, trie, i, m, num_beams=beams, top_k=top_k,
+                                                            users_per_batch=batch_users, kv_sharing="tree")))
         results = []
         for name, batch_size, search in ladder:
             found, stats = run_row(name, search, prompts, batch_size, device)
             results.append((found, stats))
+            if name == compiled:  # its static cache and CUDA graph pool would count in later rows' peak memory
+                stats["graph_breaks"] = sum(torch._dynamo.utils.counters["graph_break"].values())
+                release_static_cache(model)
+                torch._dynamo.reset()
+                torch._dynamo.utils.counters.clear()
         reference = next(found for found, stats in results if stats["row"].startswith("generate + vectorised"))
         hf_speed = next(stats["users_per_s"] for _, stats in results if stats["row"].startswith("generate + vector"))
         ties = first_step_boundary_ties(model, item_token_ids, prompts, beams, hf_batch)
@@ -247,10 +272,11 @@ def main() -> None:
             rows.append(stats)
         # fixed-length codes: the early-stop row repeats the largest-batch row's computation exactly, so their
         # agreement measures run-to-run nondeterminism of the kernels (100% = deterministic)
-        same_batch, early = (found for found, stats in results
-                             if stats["row"] in (f"+ {batch_users} users/batch", ladder[-2][0]))
+        same_batch, early = (found for found, stats in results if stats["row"] in (f"+ {batch_users} users/batch",
+                                                                                    early_stop))
         rerun = (same_batch[0][:, :10] == early[0][:, :10]).all(dim=1)
-        rows[-2]["rerun_identical_top10"] = rerun.float().mean().item()
+        next(r for r in rows if r["beams"] == beams and r["row"] == early_stop)["rerun_identical_top10"] = (
+            rerun.float().mean().item())
     best = {b: max((r for r in rows if r["beams"] == b), key=lambda r: r["users_per_s"]) for b in args.beams}
 
     # single-user latency at 20 beams (default kv_sharing, one prompt per call)
@@ -269,13 +295,13 @@ def main() -> None:
     projection = {f"beauty_test_{BEAUTY_TEST_USERS}_users_min_at_{b}_beams":
                   BEAUTY_TEST_USERS / best[b]["users_per_s"] / 60 for b in args.beams}
 
-    print(f"\n{'beams':>5} | {'row':<52} | {'users/s':>8} | {'x gen':>6} | {'peak GiB':>8} | "
+    print(f"\n{'beams':>5} | {'row':<56} | {'users/s':>8} | {'x gen':>6} | {'peak GiB':>8} | {'warm-up s':>9} | "
           f"{'same top10':>10} | {'overlap':>7} | {'|dscore| p50':>12} | {'bitwise':>7} | {'ref gap p50':>11}")
     for r in rows:
         peak = f"{r['peak_mem_gib']:.1f}" if r["peak_mem_gib"] is not None else "-"
         diff = r["score_abs_diff_median"]
-        print(f"{r['beams']:>5} | {r['row']:<52} | {r['users_per_s']:>8.1f} | {r['speedup_vs_generate']:>6.2f} | "
-              f"{peak:>8} | {r['identical_top10']:>10.1%} | {r['top10_overlap']:>7.1%} | "
+        print(f"{r['beams']:>5} | {r['row']:<56} | {r['users_per_s']:>8.1f} | {r['speedup_vs_generate']:>6.2f} | "
+              f"{peak:>8} | {r['warmup_s']:>9.1f} | {r['identical_top10']:>10.1%} | {r['top10_overlap']:>7.1%} | "
               f"{diff if diff is None else f'{diff:.2e}':>12} | {r['users_bitwise_equal_scores']:>7.1%} | "
               f"{r['reference_min_gap_top11_median']:>11.2e}")
     for beams in args.beams:

@@ -1,21 +1,37 @@
 """Constrained beam search: exact against brute force, fast path == transformers generate path, exclusions,
-left padding, inputs_embeds, titles of different lengths. Tiny random Llama / Qwen2 in fp32 on CPU."""
+left padding, inputs_embeds, titles of different lengths. Tiny random Llama / Qwen2 in fp32 on CPU.
+
+The compiled decode steps (``compile_decode``) run here with torch.compile's ``eager`` backend: dynamo traces the
+decode forward over the static cache as on a GPU (fixed shapes, ``fullgraph=True`` so a graph break fails), but
+without inductor, whose C++ compilation takes about a minute even for a tiny model on a 2-core CPU; inductor's
+kernels and CUDA graphs are exercised by benchmarks/generative_decoding.py on a GPU."""
 
 from functools import partial
 
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import CompileConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from llmrec_ft.generative import decoding
 from llmrec_ft.generative.decoding import constrained_beam_search, hf_generate_beam_search
 from llmrec_ft.generative.semantic_ids import SemanticIDs
 from llmrec_ft.generative.trie import CatalogTrie
 
 VOCAB, EOS, CODE_BASE = 80, 1, 40  # code tokens live in [40, 80)
 ARCHS = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+EAGER_COMPILE = CompileConfig(backend="eager", mode="default", fullgraph=True, dynamic=False)
 SEARCHES = {"tree": partial(constrained_beam_search, kv_sharing="tree"),
-            "expand": partial(constrained_beam_search, kv_sharing="expand"), "hf": hf_generate_beam_search}
+            "expand": partial(constrained_beam_search, kv_sharing="expand"),
+            "compiled": partial(constrained_beam_search, compile_decode=EAGER_COMPILE), "hf": hf_generate_beam_search}
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Each test compiles from scratch: dynamo's per-function recompile limit would otherwise be shared."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
 
 
 def tiny_lm(arch="llama", seed=0):
@@ -77,7 +93,7 @@ def brute_force(model, prompt, items):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 @pytest.mark.parametrize("catalogue", ["sid", "title"])
-@pytest.mark.parametrize("search", ["tree", "expand", "hf"])
+@pytest.mark.parametrize("search", ["tree", "expand", "hf"])  # compiled == expand: the test below
 def test_full_width_beam_search_is_the_brute_force_ranking(arch, catalogue, search):
     model = tiny_lm(arch)
     items = sid_catalogue() if catalogue == "sid" else title_catalogue()
@@ -110,7 +126,51 @@ def test_fast_path_equals_generate_with_exclusions(arch, catalogue, kv_sharing):
         assert not set(row) & set(excluded[user])
 
 
-@pytest.mark.parametrize("search", ["tree", "expand", "hf"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("catalogue", ["sid", "title"])
+def test_compiled_static_decode_equals_eager_and_generate(arch, catalogue):
+    """Static cache + compiled decode == eager fast path == generate, with a padded last batch (5 users, 2 per
+    batch), finished users dropped (titles), exclusions and prompts of different lengths."""
+    model = tiny_lm(arch, seed=4)
+    items = sid_catalogue(60, seed=4) if catalogue == "sid" else title_catalogue(seed=4)
+    trie = CatalogTrie(items, VOCAB)
+    ids, mask = prompts([9, 5, 12, 3, 7], seed=4)
+    excluded = [[0, 1, 2], [], [5, 9, 17, 3], list(range(0, len(items), 2)), [4]]
+    search = dict(num_beams=6, top_k=5, exclude_items=excluded)
+    compiled = constrained_beam_search(model, trie, ids, mask, users_per_batch=2, compile_decode=EAGER_COMPILE,
+                                       **search)
+    eager = constrained_beam_search(model, trie, ids, mask, users_per_batch=2, kv_sharing="expand", **search)
+    reference = hf_generate_beam_search(model, trie, ids, mask, **search)
+    for other in (eager, reference):
+        assert torch.equal(compiled[0], other[0])
+        torch.testing.assert_close(compiled[1], other[1], atol=1e-5, rtol=0)
+
+
+def test_compiled_decode_compiles_once_per_shape():
+    """The decode graph's shapes repeat across steps, batches and calls: one compilation for the same beam rows and
+    prompt bucket (and the same static cache object); a new beam width compiles again."""
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    config = CompileConfig(backend=counting_backend, mode="default", fullgraph=True, dynamic=False)
+    model, trie = tiny_lm(), CatalogTrie(sid_catalogue(), VOCAB)
+    caches = []
+    for lengths in ([4, 6, 3], [9, 2], [7, 8, 1, 5]):  # prompt widths 6, 9, 8: one bucket; last batches padded
+        ids, mask = prompts(lengths)
+        constrained_beam_search(model, trie, ids, mask, num_beams=4, top_k=3, users_per_batch=2,
+                                compile_decode=config)
+        caches.append(decoding._STATIC_CACHES[model][1])
+    assert len(graphs) == 1 and caches[0] is caches[1] is caches[2]
+    constrained_beam_search(model, trie, ids, mask, num_beams=5, top_k=3, users_per_batch=2, compile_decode=config)
+    assert len(graphs) == 2
+    decoding.release_static_cache(model)
+    assert model not in decoding._STATIC_CACHES
+
+
+@pytest.mark.parametrize("search", ["tree", "expand", "compiled", "hf"])
 def test_exclusions_and_fewer_items_than_top_k(search):
     model = tiny_lm()
     items = sid_catalogue(12)
@@ -139,7 +199,7 @@ def test_left_padded_batch_equals_one_prompt_at_a_time():
         assert torch.equal(again[0], batched[0])
 
 
-@pytest.mark.parametrize("search", ["tree", "expand", "hf"])
+@pytest.mark.parametrize("search", ["tree", "expand", "compiled", "hf"])
 def test_inputs_embeds_prompts_give_the_same_result_as_ids(search):
     model = tiny_lm(seed=3)
     trie = CatalogTrie(sid_catalogue(40, seed=3), VOCAB)
@@ -201,5 +261,8 @@ def test_bad_arguments_are_rejected():
         constrained_beam_search(model, trie, ids, mask, num_beams=4, top_k=5)
     with pytest.raises(ValueError, match="kv_sharing"):
         constrained_beam_search(model, trie, ids, mask, kv_sharing="paged")
+    with pytest.raises(ValueError, match="compile_decode"):
+        constrained_beam_search(model, trie, ids, mask, num_beams=4, top_k=3, kv_sharing="tree",
+                                compile_decode=True)
     with pytest.raises(ValueError, match="2 prompts"):
         constrained_beam_search(model, trie, ids, mask, exclude_items=[[1]])

@@ -12,7 +12,9 @@ log-probabilities ``sum_t log p(token_t | prompt, tokens_<t)`` under the model's
   or kept as one row that the beams attend to through a 4-D ancestry mask (``"tree"``, no per-beam copy at
   all); each step scores only the trie children of each beam (a gather of ``[rows, D]`` log-probabilities,
   ``D`` = widest trie node at that depth) instead of masking a ``[rows, vocab]`` matrix; many users run in one
-  batch; a user leaves the batch as soon as its top-W finished list cannot change.
+  batch; a user leaves the batch as soon as its top-W finished list cannot change. With ``compile_decode`` the
+  few decode steps run a compiled forward (``torch.compile``, CUDA graphs under ``mode="reduce-overhead"``) on a
+  transformers ``StaticCache`` whose shapes repeat across batches (see :class:`_StaticBeamCache`).
 
 Both use the beam-search rule of ``transformers`` (>= 4.50 vectorised ``_beam_search``) with
 ``length_penalty=0`` (plain sums of log-probabilities, so titles of different lengths compare by probability)
@@ -30,15 +32,19 @@ Prompts are left-padded ``input_ids`` ``[B, P]`` with ``attention_mask``, or ``i
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList
+import torch.nn.functional as F
+from transformers import CompileConfig, GenerationConfig, LogitsProcessorList, StaticCache
 
 from llmrec_ft.generative.trie import CatalogConstraintLogitsProcessor, CatalogTrie
 
 NEG_INF = float("-inf")
 # generate() gives the copies of the first beam a -1e9 head start penalty; anything below this is such a copy
 _GHOST_SCORE = -1e8
+# compile_decode: prompts take a multiple of this many cache slots, so prompt widths compile few shapes
+STATIC_PROMPT_BUCKET = 64
 
 
 def _check_inputs(input_ids, attention_mask, inputs_embeds, num_beams, top_k, exclude_items):
@@ -109,6 +115,7 @@ def hf_generate_beam_search(model, trie: CatalogTrie, input_ids=None, attention_
 def constrained_beam_search(model, trie: CatalogTrie, input_ids=None, attention_mask=None, inputs_embeds=None,
                             num_beams: int = 20, top_k: int = 10, exclude_items: list[list[int]] | None = None,
                             users_per_batch: int = 32, drop_finished_users: bool = True, kv_sharing: str = "auto",
+                            compile_decode: bool | CompileConfig = False,
                             ) -> tuple[torch.LongTensor, torch.FloatTensor]:
     """Top-``top_k`` catalogue items per prompt by constrained beam search of width ``num_beams``.
 
@@ -150,10 +157,27 @@ def constrained_beam_search(model, trie: CatalogTrie, input_ids=None, attention_
     of users have a tie at the beam boundary of the first step, where ``torch.topk``'s unspecified tie order
     decides which prefix survives. Neither is a difference of the algorithm.
 
+    ``compile_decode`` (``True``, or a ``transformers.CompileConfig``) runs the ``trie.max_len - 1`` decode steps
+    after the prefill as ``generate`` does with ``cache_implementation="static"`` (transformers docs, "Caching" and
+    "torch.compile"): through ``model.get_compiled_call`` on a ``StaticCache``, the prefill staying eager because
+    its shape changes with every prompt width. ``True`` means ``CompileConfig(dynamic=False)``: inductor with
+    ``mode="reduce-overhead"``, i.e. CUDA graphs, which removes the per-call host overhead that bounds small
+    models; ``fullgraph=False`` as in ``generate``, so a model whose forward breaks the graph still runs (tests
+    check Llama and Qwen2 with ``fullgraph=True``). A graph is compiled (and its CUDA graph recorded) for each new
+    ``rows = min(users_per_batch, B) * num_beams`` beam rows (a smaller last batch and the rows of finished users
+    are padded to it) and ``slots =`` prompt width rounded up to ``STATIC_PROMPT_BUCKET`` ``+ trie.max_len - 1``
+    cache positions, so it compiles again for a new ``users_per_batch``, ``num_beams``, prompt bucket, catalogue
+    depth, dtype or device (after torch's recompile limit, 8 per function by default, dynamo falls back to
+    eager). The cache (``rows x slots`` keys and values per layer) is kept, as ``generate`` keeps its static cache,
+    until the model is freed or :func:`release_static_cache` is called, so later calls reuse its buffers and
+    graph. Needs ``kv_sharing`` ``"expand"`` (or ``"auto"``). Identical lists and scores in fp32 (tested on CPU
+    with ``backend="eager"``); speed on a GPU: benchmarks/generative_decoding.py (pending).
+
     Returns item indices ``[B, top_k]`` (distinct, never excluded; ``-1`` only when fewer items remain) and their
     sequence log-probabilities ``[B, top_k]`` (fp32, ``-inf`` with ``-1``), best first.
     Raises ``ValueError`` for both/neither prompt kinds, right padding, ``top_k > num_beams``, bad exclusions, an
-    unknown ``kv_sharing``, or ``"tree"`` with an attention implementation other than ``sdpa`` / ``eager``.
+    unknown ``kv_sharing``, ``"tree"`` with an attention implementation other than ``sdpa`` / ``eager``, or
+    ``compile_decode`` with ``"tree"``.
     """
     batch = _check_inputs(input_ids, attention_mask, inputs_embeds, num_beams, top_k, exclude_items)
     if kv_sharing == "auto":
@@ -163,15 +187,22 @@ def constrained_beam_search(model, trie: CatalogTrie, input_ids=None, attention_
     if kv_sharing == "tree" and _attention_implementation(model) not in ("sdpa", "eager"):
         raise ValueError(f"kv_sharing='tree' needs attn_implementation 'sdpa' or 'eager' (a custom 4-D mask); the "
                          f"model uses {_attention_implementation(model)!r}: use kv_sharing='expand'")
+    if compile_decode and kv_sharing == "tree":
+        raise ValueError("compile_decode needs kv_sharing='expand' (a tree step's mask changes shape every step)")
     prompts = input_ids if input_ids is not None else inputs_embeds
     if attention_mask is None:
         attention_mask = torch.ones(prompts.shape[:2], dtype=torch.long, device=prompts.device)
+    static = None
+    if compile_decode:
+        config = compile_decode if isinstance(compile_decode, CompileConfig) else CompileConfig(dynamic=False)
+        static = _StaticBeamCache(model, config, min(users_per_batch, batch) * num_beams, prompts.shape[1],
+                                  trie.max_len - 1)
     results = [], []
     for start in range(0, batch, users_per_batch):
         rows = slice(start, start + users_per_batch)
         excluded = exclude_items[rows] if exclude_items is not None else None
         items, scores = _search(model, trie, prompts[rows], input_ids is not None, attention_mask[rows],
-                                num_beams, excluded, drop_finished_users, kv_sharing == "tree")
+                                num_beams, excluded, drop_finished_users, kv_sharing == "tree", static)
         results[0].append(items[:, :top_k])
         results[1].append(scores[:, :top_k])
     return torch.cat(results[0]), torch.cat(results[1])
@@ -184,7 +215,7 @@ def _attention_implementation(model) -> str:
 
 def _forward_logprobs(model, last_only: bool, **inputs) -> tuple[torch.Tensor, object]:
     """``[rows, vocab]`` fp32 log-softmax of the last position's logits (``last_only``) or ``[rows * seq, vocab]``
-    of every position's, and the updated KV cache.
+    of every position's, and the updated KV cache. ``model``: the model or its compiled call.
 
     The cache goes in as ``past_key_values``: the name both transformers 5.17 (GPU image) and 5.24 accept; 5.24
     renames it ``cache`` and warns (removal announced for 5.40), which is silenced here."""
@@ -196,7 +227,8 @@ def _forward_logprobs(model, last_only: bool, **inputs) -> tuple[torch.Tensor, o
 
 
 def _search(model, trie: CatalogTrie, prompts, prompts_are_ids: bool, attention_mask, num_beams: int,
-            exclude_items, drop_finished_users: bool, tree: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            exclude_items, drop_finished_users: bool, tree: bool, static: _StaticBeamCache | None,
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search for one batch of ``U`` users; returns the finished lists ``[U, W]`` (items, scores), best first.
 
     State per live user and beam (``R`` live users, ``Bc`` beams each; ``Bc = 1`` right after the prefill):
@@ -204,6 +236,7 @@ def _search(model, trie: CatalogTrie, prompts, prompts_are_ids: bool, attention_
     [R * Bc, vocab]`` of the next token. KV cache rows: ``r * Bc + b`` (expand) or ``r`` (tree, where
     ``ancestry [R, Bc, steps]`` holds the slot of each beam's token at every step, and ``slot_offsets`` where
     each step's slots start in the cache). Finished lists ``pool_items / pool_scores [U, W]`` by original user.
+    With ``static`` (expand only) the beams' cache rows live in its ``StaticCache`` instead of the prefill's cache.
     """
     device = attention_mask.device
     users, width = attention_mask.shape[0], num_beams
@@ -270,13 +303,86 @@ def _search(model, trie: CatalogTrie, prompts, prompts_are_ids: bool, attention_
                                                 position_ids=step_positions, past_key_values=cache)
         else:
             rows = (kept_rows[:, None] * beams + parents).flatten()  # KV rows to continue, [R * W]
-            cache.reorder_cache(rows)  # first step: expands each prompt's cache to its W beams (no re-prefill)
             beam_users = live.repeat_interleave(new_beams)
-            mask = torch.cat([attention_mask[beam_users], attention_mask.new_ones(len(beam_users), depth + 1)], dim=1)
-            step_positions = (positions[beam_users, -1] + depth + 1)[:, None]
-            logprobs, cache = _forward_logprobs(model, True, input_ids=next_tokens.reshape(-1, 1), attention_mask=mask,
-                                                position_ids=step_positions, past_key_values=cache)
+            step_tokens, step_positions = next_tokens.reshape(-1, 1), (positions[beam_users, -1] + depth + 1)[:, None]
+            if static is None:
+                cache.reorder_cache(rows)  # first step: expands each prompt's cache to its W beams (no re-prefill)
+                mask = torch.cat([attention_mask[beam_users], attention_mask.new_ones(len(rows), depth + 1)], dim=1)
+                logprobs, cache = _forward_logprobs(model, True, input_ids=step_tokens, attention_mask=mask,
+                                                    position_ids=step_positions, past_key_values=cache)
+            else:
+                if depth == 0:
+                    static.start(cache, rows)
+                    cache = None  # the prompts' keys and values now live in the static cache
+                else:
+                    static.reorder(rows)
+                logprobs = static.logprobs(step_tokens, attention_mask[beam_users], step_positions)
     return pool_items, pool_scores
+
+
+# one StaticCache per model, kept while the model lives (as generate's), so its buffers and graph are reused
+_STATIC_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def release_static_cache(model) -> None:
+    """Free the ``StaticCache`` that ``compile_decode`` keeps for ``model`` (a no-op without one). The compiled
+    graphs, and under ``mode="reduce-overhead"`` their CUDA graph memory pool, stay with torch.compile until
+    ``torch._dynamo.reset()``."""
+    _STATIC_CACHES.pop(model, None)
+
+
+class _StaticBeamCache:
+    """The ``expand`` decode steps on a transformers ``StaticCache`` of fixed shape, run by a compiled forward.
+
+    Keys and values per layer: ``[rows, kv_heads, slots, head_dim]``, ``slots = prompt_slots + steps``. A batch's
+    prompts are written right-aligned into the first ``prompt_slots`` (left of them is masked, like left padding),
+    and decode step ``t`` writes slot ``prompt_slots + t`` (the layers' own counter). Live beams take the first
+    rows; the rest repeat row 0 so every step has the same shapes (their outputs are dropped). Rows are reordered
+    in place: a compiled graph (and a CUDA graph) reads the cache at fixed addresses.
+    """
+
+    def __init__(self, model, compile_config: CompileConfig, rows: int, prompt_width: int, steps: int):
+        self.rows, self.steps = rows, steps
+        self.prompt_slots = -(-prompt_width // STATIC_PROMPT_BUCKET) * STATIC_PROMPT_BUCKET
+        weight = model.get_input_embeddings().weight
+        shape = (rows, self.prompt_slots + steps, weight.dtype, weight.device)
+        held = _STATIC_CACHES.get(model)
+        if held is None or held[0] != shape:
+            held = shape, StaticCache(config=model.config, max_cache_len=self.prompt_slots + steps)
+            _STATIC_CACHES[model] = held
+        self.cache = held[1]
+        self.forward = model.get_compiled_call(compile_config)
+
+    def _padded(self, index: torch.Tensor) -> torch.Tensor:
+        """``index`` ``[n]`` extended with zeros to ``[rows]``."""
+        return torch.cat([index, index.new_zeros(self.rows - len(index))])
+
+    def start(self, prompt_cache, rows: torch.Tensor) -> None:
+        """Begin a batch: beam row ``i`` gets the keys and values of prefill row ``rows[i]`` (``rows`` ``[n]``)."""
+        self.cache.reset()  # zeroes the buffers and the write position, keeps their addresses
+        index = self._padded(rows)
+        for layer, prompt in enumerate(prompt_cache.layers):
+            left = (0, 0, self.prompt_slots - prompt.keys.shape[2], 0)  # pad the slot dimension on the left
+            self.cache.update(F.pad(prompt.keys[index], left), F.pad(prompt.values[index], left), layer)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Beam row ``i`` continues row ``rows[i]`` (``[n]``) of the previous step, in place."""
+        index = self._padded(rows)
+        for layer in self.cache.layers:
+            layer.keys.copy_(layer.keys[index])
+            layer.values.copy_(layer.values[index])
+
+    def logprobs(self, tokens: torch.Tensor, prompt_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """``[n, vocab]`` next-token log-probabilities of ``n`` beam rows after feeding ``tokens`` ``[n, 1]`` at
+        ``positions`` ``[n, 1]``; ``prompt_mask`` ``[n, P]`` is each row's prompt attention mask."""
+        n = len(tokens)
+        index = self._padded(torch.arange(n, device=tokens.device))
+        mask = torch.cat([prompt_mask.new_zeros(n, self.prompt_slots - prompt_mask.shape[1]), prompt_mask,
+                          prompt_mask.new_ones(n, self.steps)], dim=1)  # decode slots: causality hides the future
+        torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer read
+        logprobs, _ = _forward_logprobs(self.forward, True, input_ids=tokens[index], attention_mask=mask[index],
+                                        position_ids=positions[index], past_key_values=self.cache)
+        return logprobs[:n]
 
 
 def _tree_attention_mask(prompt_mask: torch.Tensor, ancestry: torch.Tensor, slot_offsets: list[int], generated: int,
