@@ -284,3 +284,15 @@ def num_items(dataset: datasets.DatasetDict) -> int:
     """Catalog size N; valid item ids are 1..N and 0 is padding."""
     return len(dataset["items"])
 
+
+def item_texts(dataset: datasets.DatasetDict) -> list[str]:
+    """Each item's text in id order: entry ``i`` is item id ``i + 1``, the row order of text-embedding tables.
+    Raises ``ValueError`` when the items split is not ids 1..N in order or an item's text is empty."""
+    items = dataset["items"]
+    ids = items["item_id"]
+    if ids != list(range(1, len(ids) + 1)):
+        raise ValueError("items split: item_id must be 1..num_items in order")
+    empty = next((row for row, text in enumerate(items["text"], start=1) if not text or not text.strip()), None)
+    if empty is not None:
+        raise ValueError(f"items split, row {empty} (item_id {ids[empty - 1]}): the text is empty")
+    return items["text"]
