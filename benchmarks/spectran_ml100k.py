@@ -51,7 +51,7 @@ def load_recipe():
 
 
 def parse(recipe, config: Path, cli: list[str]):
-    return TrlParser((recipe.SpecTranArgs, DataConfig, RankingTrainingArguments)).parse_args_and_config(
+    return TrlParser((recipe.FusedModelArgs, DataConfig, RankingTrainingArguments)).parse_args_and_config(
         ["--config", str(config), *cli])
 
 

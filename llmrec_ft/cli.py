@@ -33,6 +33,18 @@ def _prepare(argv: list[str]) -> int:
     return 0
 
 
+def _data(argv: list[str]) -> int:
+    """``llmrec-ft data``: its own help, so that ``data --help`` lists the data actions, not the top level's."""
+    parser = argparse.ArgumentParser(prog="llmrec-ft data", description="Prepared datasets (the splits every "
+                                     "recipe reads).")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("prepare", add_help=False,  # its options and --help are prepare's own (HfArgumentParser)
+                   help="Source files -> validated, k-core filtered, leave-one-out splits on disk "
+                        "(options: llmrec-ft data prepare --help).")
+    _, prepare_argv = parser.parse_known_args(argv)
+    return _prepare(prepare_argv)
+
+
 def _models(argv: list[str]) -> int:
     from llmrec_ft.assets import EMBEDDED_MODELS, AssetError, cache_dir, join_pieces, split_into_pieces
     from llmrec_ft.llm.backbone import embedded_model_dir
@@ -74,8 +86,8 @@ def _models(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:2] == ["data", "prepare"]:
-        return _prepare(argv[2:])
+    if argv[:1] == ["data"]:
+        return _data(argv[1:])
     if argv[:1] == ["models"]:
         return _models(argv[1:])
     if argv[:1] == ["recommend"]:

@@ -12,7 +12,7 @@ What one run does (``llmrec_ft/generative/pipeline.py``):
 5. TRL ``SFTTrainer``, completion-only loss, on every prefix of the training sequences (+ alignment tasks);
 6. catalogue-constrained beam search -> HR/NDCG/MRR@5/10/20 on valid and test, history excluded and not;
 7. ``output_dir/artifacts`` (adapter, tokenizer with code tokens, ``semantic_ids/``, ``catalog.json``,
-   ``config.yaml``, ``metrics.json``, model card) and ``output_dir/metrics.json``;
+   ``config.yaml``, ``metrics.json``, model card) and ``output_dir/metrics.json`` (with the git commit);
    ``--push_to_hub --hub_model_id you/name`` uploads the artifacts. Reload with
    ``llmrec_ft.recommender.Recommender.from_pretrained(output_dir/artifacts)``.
 
@@ -37,6 +37,7 @@ from llmrec_ft.generative.examples import ExampleConfig
 from llmrec_ft.generative.pipeline import CollabArgs, GenerativeEvalArgs, SemanticIDArgs, run_generative
 from llmrec_ft.generative.training import GenerativeModelArgs
 from llmrec_ft.io import write_json
+from llmrec_ft.provenance import git_commit
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def main(model_args: GenerativeModelArgs, example_config: ExampleConfig, data_ar
     with PartialState().main_process_first():  # the first preparation writes the cache, once
         ds = prepare_dataset(data_args)
     metrics, trained = run_generative(ds, model_args, example_config, sid_args, collab_args, eval_args, training_args)
+    metrics["git_commit"] = git_commit()
     if PartialState().is_main_process:
         config = {"recipe": "generative", **dataclasses.asdict(model_args), **dataclasses.asdict(example_config),
                   **dataclasses.asdict(data_args), **dataclasses.asdict(sid_args), **dataclasses.asdict(collab_args),

@@ -4,7 +4,7 @@
     accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sasrec.py --config ...
 
 ``output_dir`` ends with ``config.json`` + ``model.safetensors`` (load with ``SASRec.from_pretrained``) and
-``metrics.json`` (full-ranking valid and test metrics, overall and warm/cold).
+``metrics.json`` (full-ranking valid and test metrics, overall and warm/cold, and the git commit).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from transformers import set_seed
 from trl import TrlParser
 
 from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
-from llmrec_ft.collab.trainer import RankingTrainingArguments, evaluate_ranking, save_pretrained_atomic, train_id_model
+from llmrec_ft.collab.trainer import (RankingTrainingArguments, final_ranking_metrics, save_pretrained_atomic,
+                                      train_id_model)
 from llmrec_ft.data import DataConfig, num_items, prepare_dataset
 from llmrec_ft.eval.report import format_metrics_table
 from llmrec_ft.io import write_json
+from llmrec_ft.provenance import git_commit
 
 
 @dataclass
@@ -44,11 +46,7 @@ def main(model_args: SASRecArgs, data_args: DataConfig, training_args: RankingTr
     set_seed(training_args.seed)  # before the model exists: Trainer seeds only after its weights are drawn
     model = SASRec(SASRecConfig(num_items=num_items(ds), **dataclasses.asdict(model_args)))
     trainer = train_id_model(model, ds, training_args)
-    eval_kwargs = {"ks": training_args.eval_ks, "batch_size": training_args.per_device_eval_batch_size,
-                   "num_negatives": training_args.eval_num_negatives, "seed": training_args.seed}
-    metrics = {split: evaluate_ranking(trainer.model, ds, split, **eval_kwargs) for split in ("valid", "test")}
-    metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
-    metrics["epochs_trained"] = trainer.state.epoch
+    metrics = {**final_ranking_metrics(trainer, ds), "git_commit": git_commit()}
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
         save_pretrained_atomic(trainer.model, output_dir)

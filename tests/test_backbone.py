@@ -83,3 +83,24 @@ def test_embedded_name_resolves_to_the_cached_conversion_without_reconverting(ti
     assert embedded_model_dir() == cached
     model, tokenizer = load_backbone(EMBEDDED_MODEL)
     assert model.config.hidden_size == 64 and tokenizer.pad_token is not None
+
+
+def test_options_are_checked_without_loading_and_name_what_they_accept(tiny_dir, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from llmrec_ft.llm.backbone import check_backbone_options
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # a Hub lookup fails at once
+
+    check_backbone_options(tiny_dir, "bfloat16", "eager")  # a saved model folder passes
+    with pytest.raises(ValueError, match=r"dtype='float8' is not supported; use one of \['bf16', 'bfloat16'"):
+        check_backbone_options(tiny_dir, dtype="float8")
+    with pytest.raises(ValueError, match=r"attn_implementation='flash' is not supported; use one of \['eager'"):
+        check_backbone_options(tiny_dir, attn_implementation="flash")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="model_name_or_path=.*empty': this folder has no config.json"):
+        check_backbone_options(tmp_path / "empty")
+    with pytest.raises(ValueError, match=r"backbone='smollm2' is not an embedded model \(\['smollm2-135m-instruct'"):
+        check_backbone_options("smollm2", name_field="backbone")  # a typo: neither embedded, a folder nor cached
+    with pytest.raises(ValueError, match="all-minilm-l6-v2' is a sentence_encoder, not a causal LM"):
+        check_backbone_options("all-minilm-l6-v2")

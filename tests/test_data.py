@@ -162,3 +162,26 @@ def test_cli_prepare(tmp_path, capsys):
     assert main(["data", "prepare", "--dataset", "generic", "--data_path", str(tmp_path / "missing.csv"),
                  "--item_path", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv: file not found" in capsys.readouterr().err
+
+
+def test_a_folder_where_a_file_is_expected_says_so_and_lists_the_files_inside(capsys):
+    from llmrec_ft.cli import main
+    with pytest.raises(DataError, match=r"generic: is a folder, but dataset 'generic' reads data_path as the "
+                                        r"interactions file .*: pass that file \(it holds interactions.csv, "
+                                        r"interactions.jsonl, items.csv, items.jsonl\)"):
+        build_dataset(_config("generic", data_path=str(FIXTURES / "generic")))
+    assert main(["data", "prepare", "--dataset", "amazon2023", "--data_path", str(FIXTURES / "amazon2023"),
+                 "--item_path", str(FIXTURES / "amazon2023" / "meta_Movies_and_TV.jsonl.gz")]) == 2
+    assert "is a folder, but dataset 'amazon2023' reads data_path as the reviews file" in capsys.readouterr().err
+
+
+def test_a_file_where_a_folder_is_expected_names_the_folder_and_its_files():
+    with pytest.raises(DataError, match=r"u.data: is a file, but dataset 'ml-100k-grouplens' reads data_path as a "
+                                        r"folder holding u.data and u.item: pass its folder \(.*ml-100k\)"):
+        build_dataset(_config("ml-100k-grouplens", data_path=str(FIXTURES / "ml-100k" / "u.data")))
+    with pytest.raises(DataError, match=r"fixtures: no ratings.dat or movies.dat in this folder; dataset 'ml-1m' "
+                                        r"reads .* \(found in .*fixtures/ml-1m: pass that folder\)"):
+        build_dataset(_config("ml-1m", data_path=str(FIXTURES)))
+    with pytest.raises(DataError, match="is a folder, not a file"):  # any reader, below the dataset-level check
+        from llmrec_ft.data.files import iter_lines
+        list(iter_lines(FIXTURES))

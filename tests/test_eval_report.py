@@ -38,3 +38,22 @@ def test_ranking_splits_share_one_table():
 def test_rejects_non_mappings():
     with pytest.raises(TypeError, match="metrics must be a mapping"):
         format_metrics_table([0.1, 0.2])
+
+
+def test_a_wide_table_is_cut_into_tables_that_fit_100_columns_without_losing_a_number():
+    groups = ("warm", "cold", "all")
+    report = {**{f"n_{g}": 1000 for g in groups}, **{f"auc_{g}": 0.7123 for g in groups},
+              **{f"auc_{g}_se": 0.0145 for g in groups}, **{f"uauc_{g}": 0.4315 for g in groups},
+              **{f"uauc_users_{g}": 107 for g in groups}, "hr@10": 0.5931, "ndcg@10": 0.3122, "mrr@10": 0.2276,
+              "eval_seconds": 192.86}
+    metrics = {"sasrec": {"next_item": report, "classifier": report}, "sasrecllm": report, "text_only_lora": report}
+    lines = format_metrics_table(metrics).splitlines()
+    assert max(map(len, lines)) <= 100
+    headers = [line.split() for i, line in enumerate(lines) if i + 1 < len(lines) and set(lines[i + 1]) == {"-"}]
+    assert len(headers) > 1 and sorted(sum(headers, [])) == sorted(k for k in report if not k.endswith("_se"))
+    for family in ("auc", "uauc", "uauc_users", "n"):  # a family's columns stay in one table
+        assert sum(any(c.rsplit("_", 1)[0] == family for c in header) for header in headers) == 1, family
+    for name in ("sasrec/next_item", "sasrecllm"):
+        cells = [cell for line in lines if line.startswith(name + " ") for cell in line.split()[1:]]
+        assert cells.count("0.7123") == 3 and cells.count("0.0145") == 3 and cells.count("1,000") == 3
+        assert {"0.5931", "0.3122", "0.2276", "192.9", "107", "0.4315"} <= set(cells)

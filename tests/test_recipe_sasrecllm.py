@@ -13,6 +13,7 @@ import pytest
 
 from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.data import DataConfig, num_items, prepare_dataset
+from llmrec_ft.provenance import git_commit
 from llmrec_ft.train.tiny import save_tiny_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,15 +57,24 @@ def test_embedded_smollm2_through_accelerate_launch(assets, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for model in ("text_only_lora", "sasrecllm"):
         assert {"auc_warm", "auc_cold", "hr@10", "ndcg@10"} <= set(metrics[model]), model
-        row = next(line for line in stdout.splitlines() if line.startswith(f"{model} "))  # the summary table
-        assert f"{metrics[model]['ndcg@10']:.4f}" in row, row
+        row = [line for line in stdout.splitlines() if line.startswith(f"{model} ")]  # in the summary's tables
+        assert f"{metrics[model]['ndcg@10']:.4f}" in " ".join(row), row
+    assert max(len(line) for line in stdout.splitlines() if line.startswith("sasrecllm")) <= 100
     assert f"metrics: {tmp_path / 'metrics.json'}" in stdout and f"artifacts: {tmp_path / 'artifacts'}" in stdout
     assert {"next_item", "classifier"} <= set(metrics["sasrec"])
+    assert metrics["git_commit"] == git_commit() and f"git_commit: {git_commit()}" in stdout
     assert set(metrics["timings_s"]) == {"sasrec_pretrain", "text_stage", "hybrid_stage"}
     artifacts = tmp_path / "artifacts"  # offline push: the Hub layout stays local
     for name in ("adapter_model.safetensors", "projector.safetensors", "collab_model/config.json", "config.yaml",
                  "README.md", "tokenizer.json"):
         assert (artifacts / name).exists(), name
+
+
+def test_a_bad_backbone_option_fails_before_sasrec_pretraining(tmp_path):
+    result = subprocess.run(_command(tmp_path, "--dtype", "float8"), cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0 and "dtype='float8' is not supported; use one of" in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing prepared, pre-trained or written
 
 
 def test_hierarchical_then_plug_and_play(assets, tmp_path):

@@ -11,9 +11,11 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from trl import TrlParser
 
+from llmrec_ft.adapters.fused_model import load_fused_model
 from llmrec_ft.assets import cache_dir
 from llmrec_ft.collab.trainer import RankingTrainingArguments, evaluate_ranking
 from llmrec_ft.data import DataConfig, prepare_dataset
+from llmrec_ft.provenance import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +67,7 @@ def run_recipe(recipe, llm: Path, output_dir: Path, *overrides: str) -> dict:
            "--mlp_hidden_size", "32", "--spectran_model_dim", "16", "--num_train_epochs", "1",
            "--per_device_train_batch_size", "256", "--learning_rate", "0.005", "--disable_tqdm", "true", "--use_cpu", "true",
            "--report_to", "none", "--output_dir", str(output_dir), *overrides]
-    args = TrlParser((recipe.SpecTranArgs, DataConfig, RankingTrainingArguments)).parse_args_and_config(cli)
+    args = TrlParser((recipe.FusedModelArgs, DataConfig, RankingTrainingArguments)).parse_args_and_config(cli)
     return recipe.main(*args)
 
 
@@ -78,6 +80,7 @@ def test_spectran_recipe_trains_saves_reloads_and_plots(tmp_path, tiny_llm, ds, 
     row = next(line.split() for line in summary if line.startswith("test/all "))
     assert row[1 + header.index("ndcg@10")] == f"{metrics['test']['all']['ndcg@10']:.4f}"
     assert f"spectrum plot: {out / 'spectrum.png'}" in summary
+    assert metrics["git_commit"] == git_commit() and f"git_commit: {git_commit()}" in summary
     for name in ("config.json", "model.safetensors", "adapter_config.json", "text_embeddings.safetensors",
                  "metrics.json", "spectrum.json", "spectrum.png"):
         assert (out / name).exists(), name
@@ -89,7 +92,7 @@ def test_spectran_recipe_trains_saves_reloads_and_plots(tmp_path, tiny_llm, ds, 
     assert (out / "spectrum.png").read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "cache" / "text_embeddings").glob("*.safetensors"))  # encoded once, cached
 
-    model = recipe.load_trained(out)
+    model = load_fused_model(out)
     assert type(model.item_embeddings.adapter).__name__ == "SpecTranAdapter"
     reloaded = evaluate_ranking(model, ds, "test", ks=[10, 20])
     assert reloaded["all"]["ndcg@10"] == pytest.approx(metrics["test"]["all"]["ndcg@10"], abs=1e-6)

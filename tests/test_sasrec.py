@@ -198,3 +198,20 @@ def test_sampled_evaluation_option():
     report = evaluate_ranking(tiny(), ds, "valid", ks=(5,), num_negatives=9, seed=1)
     assert report == evaluate_ranking(tiny(), ds, "valid", ks=(5,), num_negatives=9, seed=1)
     assert 0.0 <= report["all"]["hr@5"] <= 1.0
+
+
+def test_load_or_train_sasrec_trains_once_then_reuses_and_checks_checkpoints(tmp_path, monkeypatch):
+    from llmrec_ft.collab import trainer
+
+    ds = synthetic_splits(num_users=10)
+    ds["items"] = datasets.Dataset.from_dict({"item_id": list(range(1, NUM_ITEMS + 1))})
+    sasrec, path = trainer.load_or_train_sasrec(ds, None, tmp_path, seed=0, epochs=1)
+    assert path == tmp_path / "sasrec" and (path / "config.json").exists() and not sasrec.training
+    monkeypatch.setattr(trainer, "train_id_model", lambda *a, **k: pytest.fail("an existing SASRec is retrained"))
+    again, _ = trainer.load_or_train_sasrec(ds, None, tmp_path, seed=0, epochs=1)
+    assert torch.equal(again.item_embeddings.weight, sasrec.item_embeddings.weight)
+    with pytest.raises(FileNotFoundError, match="sasrec_checkpoint=.*nowhere: no config.json there"):
+        trainer.load_or_train_sasrec(ds, tmp_path / "nowhere", tmp_path, seed=0)
+    SASRec(SASRecConfig(num_items=NUM_ITEMS + 5, hidden_size=8)).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="SASRec has 35 items, the data has 30"):
+        trainer.load_or_train_sasrec(ds, tmp_path / "other", tmp_path, seed=0)

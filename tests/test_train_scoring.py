@@ -5,13 +5,15 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
+from transformers import TrainingArguments
 
 from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.data import DataConfig, build_dataset, num_items
 from llmrec_ft.llm.prompts import load_prompt
 from llmrec_ft.train.pointwise_data import PointwiseConfig, answer_token_ids, build_pointwise_samples, encode_pointwise
 from llmrec_ft.train.scoring import (SASRecClassifier, auc_report, next_item_scores, ranking_candidates,
-                                     ranking_report, sasrec_features, yes_probabilities)
+                                     ranking_report, sasrec_features, yes_logit_gaps, yes_no_report,
+                                     yes_probabilities)
 from llmrec_ft.train.tiny import save_tiny_backbone, tiny_collaborative_lm
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -85,3 +87,30 @@ def test_sasrec_baselines(ds):
     labelled = samples.remove_columns("label").add_column("label", ((item @ direction) > 0).long().tolist())
     predicted = SASRecClassifier(sasrec).fit(labelled).predict(labelled)
     assert ((predicted > 0).long() == torch.tensor(labelled["label"])).float().mean() > 0.9  # logits
+
+
+def test_yes_no_report_scores_every_group_and_shows_progress_unless_disabled(ds, model_and_tokenizer, tmp_path, capsys):
+    model, tokenizer = model_and_tokenizer
+    samples = build_pointwise_samples(ds, PointwiseConfig(max_history=4))["train"]
+    titles = ["", *ds["items"]["title"]]
+    tests = {"warm": samples.select(range(6)), "cold": samples.select(range(6, 10))}
+    encoded = {group: encode_pointwise(rows, tokenizer, load_prompt("yes_no"), titles, True, 4)
+               for group, rows in tests.items()}
+    ranking = encode_pointwise(ranking_candidates(ds, 2, 2, 10, 4), tokenizer, load_prompt("yes_no"), titles, True, 4)
+    capsys.readouterr()
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=3, disable_tqdm=False, use_cpu=True)
+    report, scores = yes_no_report(model, tokenizer, encoded, ranking, True, 2, args)
+    bars = capsys.readouterr().err
+    assert "Scoring test warm" in bars and "Scoring test cold" in bars and "4/4" in bars
+    assert "Scoring ranking candidates" in bars and "6/6" in bars
+    yes, no = answer_token_ids(tokenizer)
+    expected = {group: yes_logit_gaps(model, rows, tokenizer.pad_token_id, yes, no, True, batch_size=3)
+                for group, rows in encoded.items()}
+    torch.testing.assert_close(scores, torch.cat([expected["warm"], expected["cold"]]))
+    by_group = auc_report(expected, encoded)
+    assert {key: report[key] for key in by_group} == by_group
+    assert set(report) == {*by_group, "hr@10", "ndcg@10", "mrr@10", "eval_seconds"}
+    args = TrainingArguments(output_dir=str(tmp_path), disable_tqdm=True, use_cpu=True)
+    assert yes_no_report(model, tokenizer, encoded, ranking.select(range(0)), True, 2, args)[0].keys().isdisjoint(
+        {"hr@10"})  # no ranking rows: no ranking metrics
+    assert "Scoring" not in capsys.readouterr().err

@@ -20,9 +20,12 @@ from pathlib import Path
 
 import datasets
 import torch
-from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from accelerate import PartialState
+from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.collab.sequences import NextItemCollator, ranking_batches, training_windows
+from llmrec_ft.data import num_items
 from llmrec_ft.eval import RankingAccumulator, flatten_report
 
 
@@ -115,6 +118,19 @@ def train_id_model(model: PreTrainedModel, ds: datasets.DatasetDict, args: Ranki
     return trainer
 
 
+def final_ranking_metrics(trainer: RankingTrainer, ds: datasets.DatasetDict) -> dict:
+    """What an ID-model run reports: full-ranking metrics (overall, warm, cold) of ``trainer.model`` on the valid
+    and test splits, with the run's ``eval_ks``, ``per_device_eval_batch_size``, ``eval_num_negatives`` and
+    ``seed``, plus where training stopped (``best_checkpoint``, ``epochs_trained``)."""
+    args = trainer.args
+    settings = {"ks": args.eval_ks, "batch_size": args.per_device_eval_batch_size,
+                "num_negatives": args.eval_num_negatives, "seed": args.seed}
+    metrics = {split: evaluate_ranking(trainer.model, ds, split, **settings) for split in ("valid", "test")}
+    metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
+    metrics["epochs_trained"] = trainer.state.epoch
+    return metrics
+
+
 def save_pretrained_atomic(model: PreTrainedModel, output_dir: str | os.PathLike) -> None:
     """``save_pretrained`` into a temporary folder, then move each file into ``output_dir`` with an atomic
     rename: a crash leaves the previous files or the new ones, never a truncated checkpoint."""
@@ -124,3 +140,32 @@ def save_pretrained_atomic(model: PreTrainedModel, output_dir: str | os.PathLike
         model.save_pretrained(tmp)
         for path in Path(tmp).iterdir():
             os.replace(path, output_dir / path.name)
+
+
+def load_or_train_sasrec(ds: datasets.DatasetDict, checkpoint: str | os.PathLike | None, output_dir: str | os.PathLike,
+                         seed: int, epochs: float = 200, patience: int | None = 10, use_cpu: bool = False,
+                         disable_tqdm: bool = True) -> tuple[SASRec, Path]:
+    """The SASRec an LLM recipe builds on, and its folder: ``checkpoint`` (from ``recipes/sasrec.py``), else one
+    trained earlier into ``output_dir/sasrec``, else a fresh one with the toolkit's defaults (CE loss, seeded by
+    ``seed``, early-stopped on validation NDCG@10 after ``patience`` epochs) trained and saved there.
+
+    Several processes train it data-parallel; the main process saves it and every process loads the saved copy.
+    Raises ``FileNotFoundError`` for a ``checkpoint`` without ``config.json``, ``ValueError`` when its catalogue
+    size differs from ``ds``'s."""
+    path = Path(checkpoint) if checkpoint else Path(output_dir) / "sasrec"
+    if checkpoint and not (path / "config.json").exists():
+        raise FileNotFoundError(f"sasrec_checkpoint={checkpoint}: no config.json there; train one with "
+                                "recipes/sasrec.py or leave sasrec_checkpoint unset")
+    if not (path / "config.json").exists():
+        set_seed(seed)  # the initial weights, drawn before Trainer seeds anything
+        args = RankingTrainingArguments(output_dir=str(Path(output_dir) / "sasrec_train"), seed=seed,
+                                        num_train_epochs=epochs, early_stopping_patience=patience, use_cpu=use_cpu,
+                                        report_to=[], disable_tqdm=disable_tqdm)
+        trainer = train_id_model(SASRec(SASRecConfig(num_items=num_items(ds))), ds, args)
+        if trainer.is_world_process_zero():
+            save_pretrained_atomic(trainer.model, path)
+        PartialState().wait_for_everyone()
+    sasrec = SASRec.from_pretrained(path)
+    if sasrec.config.num_items != num_items(ds):
+        raise ValueError(f"{path}: SASRec has {sasrec.config.num_items} items, the data has {num_items(ds)}")
+    return sasrec.eval(), path

@@ -55,7 +55,9 @@ def resolve_encoding(name: str | None) -> str:
 
 
 def _open_binary(path: Path) -> BinaryIO:
-    """Open ``path`` (gzip when it ends in ``.gz``); missing or empty files are DataErrors."""
+    """Open ``path`` (gzip when it ends in ``.gz``); missing or empty files and folders are DataErrors."""
+    if path.is_dir():
+        raise DataError(str(path), "is a folder, not a file: pass the file inside it that holds the data")
     if not path.is_file():
         raise DataError(str(path), "file not found")
     if path.stat().st_size == 0:

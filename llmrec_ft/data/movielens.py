@@ -51,11 +51,12 @@ ML100K_DATA_COLUMNS = ["user id", "item id", "rating", "timestamp"]  # names fro
 ML100K_ITEM_COLUMNS = ["movie id", "movie title", "release date", "video release date", "IMDb URL", *ML100K_GENRES]
 ML1M_RATING_COLUMNS = ["UserID", "MovieID", "Rating", "Timestamp"]  # names from the ML-1M README
 ML1M_MOVIE_COLUMNS = ["MovieID", "Title", "Genres"]
+GROUPLENS_FILES = {"ml-100k": ("u.data", "u.item"), "ml-1m": ("ratings.dat", "movies.dat")}  # interactions, items
 GROUPLENS_ENCODING = "latin-1"  # how GroupLens wrote u.item / movies.dat (e.g. "Misérables" is one 0xE9 byte)
 
 
 def read_ml100k(folder: Path, encoding: str | None = None) -> tuple[InteractionLog, dict[str, ItemInfo], list[Path]]:
-    data_path, item_path = folder / "u.data", folder / "u.item"
+    data_path, item_path = (folder / name for name in GROUPLENS_FILES["ml-100k"])
     encoding = encoding or GROUPLENS_ENCODING
     log = InteractionLog(str(data_path), "item id", "s")
     for row, rec in iter_delimited(data_path, "\t", ML100K_DATA_COLUMNS, encoding):
@@ -71,7 +72,7 @@ def read_ml100k(folder: Path, encoding: str | None = None) -> tuple[InteractionL
 
 
 def read_ml1m(folder: Path, encoding: str | None = None) -> tuple[InteractionLog, dict[str, ItemInfo], list[Path]]:
-    ratings_path, movies_path = folder / "ratings.dat", folder / "movies.dat"
+    ratings_path, movies_path = (folder / name for name in GROUPLENS_FILES["ml-1m"])
     encoding = encoding or GROUPLENS_ENCODING
     log = InteractionLog(str(ratings_path), "MovieID", "s")
     for row, rec in iter_delimited(ratings_path, "::", ML1M_RATING_COLUMNS, encoding):

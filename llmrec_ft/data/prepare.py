@@ -30,7 +30,7 @@ from llmrec_ft.data.collm import build_collm_dataset
 from llmrec_ft.data.generic import read_generic
 from llmrec_ft.data.sequences import read_sequences
 from llmrec_ft.data.interactions import DataError
-from llmrec_ft.data.movielens import download_grouplens, read_ml1m, read_ml100k
+from llmrec_ft.data.movielens import GROUPLENS_FILES, download_grouplens, read_ml1m, read_ml100k
 from llmrec_ft.data.files import resolve_encoding
 from llmrec_ft.data.preprocess import (MIN_SEQUENCE_LENGTH, build_sequences, check_duplicates, check_item_text,
                                        check_items_known, check_policy, k_core, liked)
@@ -40,6 +40,19 @@ from llmrec_ft.io import atomic_path, write_json
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # 2: timestamps at the source's resolution (Amazon 2023 in ms), cleaned item text
 DATASETS = ("ml-100k", "ml-100k-grouplens", "ml-1m", "recbole", "amazon2018", "amazon2023", "generic", "collm", "sequences")
+# What a source reads from ``data_path`` / ``item_path``, in the names of the download, so that a folder given for a
+# file (or a file for a folder) is an error that says what to pass instead.
+FOLDER_CONTENTS = {"ml-100k-grouplens": GROUPLENS_FILES["ml-100k"], "ml-1m": GROUPLENS_FILES["ml-1m"],
+                   "recbole": ("<folder name>.inter", "<folder name>.item"),
+                   "collm": ("train, valid and test .parquet (or .pkl)",)}
+FILE_CONTENTS = {  # dataset: (data_path, item_path)
+    "amazon2018": ("the reviews file (e.g. reviews.json.gz, one JSON review a line)",
+                   "the metadata file (e.g. meta.json.gz)"),
+    "amazon2023": ("the reviews file (<Category>.jsonl[.gz])", "the metadata file (meta_<Category>.jsonl[.gz])"),
+    "generic": ("the interactions file (CSV or JSON lines with user, item, timestamp[, rating])",
+                "the item file (CSV or JSON lines with item, title[, text])"),
+    "sequences": ("the sequence file (a line per user: user item item ...)", "the item-text TSV"),
+}
 
 
 @dataclass
@@ -102,6 +115,34 @@ def _read_source(config: DataConfig):
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
 
 
+def check_source_paths(config: DataConfig) -> None:
+    """``DataError`` before any parsing when ``data_path``/``item_path`` is a folder where the source reads a file,
+    a file where it reads a folder, or a GroupLens folder without its files; the message says what to pass."""
+    if config.dataset in FOLDER_CONTENTS and config.data_path:
+        _check_source_folder(Path(config.data_path), config.dataset)
+    for name, expected in zip(("data_path", "item_path"), FILE_CONTENTS.get(config.dataset, ())):
+        value = getattr(config, name)
+        if value and Path(value).is_dir():
+            files = sorted(p.name for p in Path(value).iterdir() if p.is_file())
+            held = f"it holds {', '.join(files[:8])}{' ...' if len(files) > 8 else ''}" if files else "it holds no files"
+            raise DataError(value, f"is a folder, but dataset {config.dataset!r} reads {name} as {expected}: pass "
+                                   f"that file ({held})")
+
+
+def _check_source_folder(folder: Path, dataset: str) -> None:
+    contents = FOLDER_CONTENTS[dataset]
+    wanted = f"dataset {dataset!r} reads data_path as a folder holding {' and '.join(contents)}"
+    if folder.is_file():
+        raise DataError(str(folder), f"is a file, but {wanted}: pass its folder ({folder.parent})")
+    if dataset not in ("ml-100k-grouplens", "ml-1m") or not folder.is_dir():
+        return  # the other readers name what they miss; a missing folder is "file not found" there
+    missing = [name for name in contents if not (folder / name).is_file()]
+    if missing:
+        inner = next((sub for sub in sorted(folder.iterdir()) if (sub / missing[0]).is_file()), None)
+        raise DataError(str(folder), f"no {' or '.join(missing)} in this folder; {wanted}"
+                                     + (f" (found in {inner}: pass that folder)" if inner else ""))
+
+
 def _required(config: DataConfig, name: str) -> str:
     value = getattr(config, name)
     if not value:
@@ -120,6 +161,7 @@ def _file_sha256(path: Path) -> str:
 def build_dataset(config: DataConfig) -> tuple[datasets.DatasetDict, dict]:
     """Parse, validate and split; returns the DatasetDict and its manifest (nothing is written)."""
     config.validate()
+    check_source_paths(config)
     if config.dataset == "collm":  # pointwise rows with their own time split (llmrec_ft/data/collm.py)
         dataset, info = build_collm_dataset(_required(config, "data_path"))
         return dataset, {"format_version": FORMAT_VERSION, "config": dataclasses.asdict(config),
@@ -241,3 +283,16 @@ def load_manifest(path: str | Path) -> dict:
 def num_items(dataset: datasets.DatasetDict) -> int:
     """Catalog size N; valid item ids are 1..N and 0 is padding."""
     return len(dataset["items"])
+
+
+def item_texts(dataset: datasets.DatasetDict) -> list[str]:
+    """Each item's text in id order: entry ``i`` is item id ``i + 1``, the row order of text-embedding tables.
+    Raises ``ValueError`` when the items split is not ids 1..N in order or an item's text is empty."""
+    items = dataset["items"]
+    ids = items["item_id"]
+    if ids != list(range(1, len(ids) + 1)):
+        raise ValueError("items split: item_id must be 1..num_items in order")
+    empty = next((row for row, text in enumerate(items["text"], start=1) if not text or not text.strip()), None)
+    if empty is not None:
+        raise ValueError(f"items split, row {empty} (item_id {ids[empty - 1]}): the text is empty")
+    return items["text"]

@@ -6,7 +6,9 @@ Recipes write nested metric dicts (``{"test": {"all": {"ndcg@10": ...}, "warm": 
 row, named by its path (``test/warm``); rows that share most of their keys are printed as one table, with one
 column per key and ``-`` where a row has no value. Top-level plain values (``schedule: dual_stage``) are printed
 first, and lists (spectra, curves) are left to the JSON. A key ``x_se`` next to ``x`` is the standard error
-of ``x`` and is printed in ``x``'s cell as ``x ± se``.
+of ``x`` and is printed in ``x``'s cell as ``x ± se``. A table wider than a terminal (100 columns) is cut into
+narrower tables with the same rows, keeping columns of one family (``auc_warm``, ``auc_cold``, ``auc_all``)
+together.
 """
 
 from __future__ import annotations
@@ -54,23 +56,51 @@ def _with_error(values: dict, column: str) -> str:
     return f"{_cell(values[column])} ± {_cell(error)}"
 
 
-def _render(rows: list[tuple[str, dict]], columns: list[str]) -> list[str]:
+def _family(column: str, columns: list[str]) -> str:
+    """``auc_warm`` -> ``auc`` when another column shares that prefix (``auc_cold``), else the column itself."""
+    prefix = column.rsplit("_", 1)[0]
+    return prefix if "_" in column and sum(c.startswith(prefix + "_") for c in columns) > 1 else column
+
+
+def _render(rows: list[tuple[str, dict]], columns: list[str], width: int) -> list[str]:
+    """One table, or several narrower ones with the same rows when it is wider than ``width`` characters: columns
+    of one family (``auc_warm``, ``auc_cold``, ``auc_all``) stay side by side, and no cell is dropped."""
     columns = [c for c in columns if not (c.endswith("_se") and c[:-3] in columns)]
-    grid = [["", *columns]] + [[name, *(_with_error(values, c) for c in columns)] for name, values in rows]
-    widths = [max(len(line[i]) for line in grid) for i in range(len(columns) + 1)]
-    lines = ["  ".join(text.ljust(w) if i == 0 else text.rjust(w) for i, (text, w) in enumerate(zip(line, widths)))
-             for line in grid]
-    return [lines[0], "-" * len(lines[0]), *lines[1:]]
+    families = list(dict.fromkeys(_family(c, columns) for c in columns))
+    columns = sorted(columns, key=lambda c: families.index(_family(c, columns)))
+    cells = {c: [c, *(_with_error(values, c) for _, values in rows)] for c in columns}
+    column_width = {c: max(map(len, cells[c])) for c in columns}
+    names = ["", *(name for name, _ in rows)]
+    name_width = max(map(len, names))
+    chunks: list[list[str]] = [[]]
+    for family in families:
+        members = [c for c in columns if _family(c, columns) == family]
+        too_wide = _width(name_width, members, column_width) > width  # then it is split column by column
+        for piece in ([c] for c in members) if too_wide else [members]:
+            if chunks[-1] and _width(name_width, chunks[-1] + piece, column_width) > width:
+                chunks.append([])
+            chunks[-1].extend(piece)
+    lines = []
+    for chunk in chunks:
+        table = ["  ".join([name.ljust(name_width), *(cells[c][i].rjust(column_width[c]) for c in chunk)])
+                 for i, name in enumerate(names)]
+        lines += ([""] if lines else []) + [table[0], "-" * len(table[0]), *table[1:]]
+    return lines
+
+
+def _width(name_width: int, columns: list[str], column_width: dict[str, int]) -> int:
+    return name_width + sum(2 + column_width[c] for c in columns)
 
 
 def format_metrics_table(metrics: Mapping, artifacts: Mapping[str, str | os.PathLike] | None = None,
-                         title: str | None = None) -> str:
+                         title: str | None = None, width: int = 100) -> str:
     """Plain-text summary of a recipe's metrics dict (the content of its ``metrics.json``).
 
     ``metrics``: nested dicts of numbers/strings (lists are skipped). ``artifacts``: ``{what: path}`` printed
     after the tables (``{"metrics": "runs/x/metrics.json", "model": "runs/x/artifacts"}``). Floats print with 4
-    decimals (1 from 100 on), ints with thousands separators, missing cells as ``-``. Raises ``TypeError`` if
-    ``metrics`` is not a mapping.
+    decimals (1 from 100 on), ints with thousands separators, missing cells as ``-``. A table wider than ``width``
+    characters is printed as several narrower ones with the same rows (a terminal's 100 columns by default; a
+    single column wider than that stays whole). Raises ``TypeError`` if ``metrics`` is not a mapping.
     """
     if not isinstance(metrics, Mapping):
         raise TypeError(f"metrics must be a mapping (the metrics.json dict), got {type(metrics).__name__}")
@@ -88,7 +118,7 @@ def format_metrics_table(metrics: Mapping, artifacts: Mapping[str, str | os.Path
         else:
             tables.append((keys, [(name, values)]))
     for columns, members in tables:
-        lines += ["", *_render(members, columns)]
+        lines += ["", *_render(members, columns, width)]
     if artifacts:
         lines += [""] + [f"{what}: {path}" for what, path in artifacts.items()]
     return "\n".join(lines).strip("\n")

@@ -21,19 +21,23 @@ only over the full catalogue, which keeps the non-causal TFM from seeing a train
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import datasets
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
 from llmrec_ft.collab.sequences import left_pad
 from llmrec_ft.filters.glpf import graph_low_pass
 from llmrec_ft.filters.graph import normalized_adjacency
-from llmrec_ft.filters.spectral_energy import recorded_layer_outputs
+from llmrec_ft.filters.spectral_energy import layerwise_low_frequency_energy, recorded_layer_outputs
 from llmrec_ft.filters.tfm import temporal_frequency_modulation
+from llmrec_ft.io import atomic_path
 
 
 PROTOCOLS = ("ours", "authors")
@@ -197,3 +201,34 @@ def collate_histories(features: list[dict]) -> dict[str, torch.Tensor]:
     """Left-pads the histories of a batch (newest item in the last column) and stacks the next items."""
     return {"input_ids": left_pad([feature["input_ids"] for feature in features]),
             "labels": torch.tensor([feature["labels"] for feature in features], dtype=torch.long)}
+
+
+@torch.no_grad()
+def energy_diagnostic(model: FreLLM4Rec, sasrec: nn.Module, histories: list[list[int]], graph: sp.spmatrix,
+                      fraction: float) -> dict:
+    """Layer-wise low graph-frequency energy share (:func:`~llmrec_ft.filters.spectral_energy.
+    layerwise_low_frequency_energy`, ``fraction`` of the local spectrum counted as low) over ``histories`` (the
+    newest ``max_len`` items of each): the trained model's LM with and without TFM, and SASRec's blocks on the same
+    histories -- the paper's reference curve."""
+    max_len = model.config.max_len
+    ids = left_pad([history[-max_len:] for history in histories])
+    on_device = ids.to(model.item_features.device)
+    curves = {"frozen LM, no TFM": model.layer_states(on_device, tfm=False),
+              "frozen LM + TFM": model.layer_states(on_device, tfm=True)}
+    sasrec = sasrec.to(on_device.device).eval()
+    with recorded_layer_outputs(sasrec) as blocks:
+        sasrec.encode(on_device)
+    curves["SASRec"] = [sasrec.item_embeddings(on_device), *blocks]
+    energy = {label: layerwise_low_frequency_energy(states, ids, graph, fraction) for label, states in curves.items()}
+    return {"fraction": fraction, "num_users": len(histories), "max_len": max_len, "low_frequency_share": energy}
+
+
+def save_trainable(model: nn.Module, settings: dict, path: str | Path) -> None:
+    """The folder a FreLLM4Rec run ships, written atomically: ``trainable.safetensors`` (every weight but the frozen
+    LM's, :meth:`FreLLM4Rec.trainable_state_dict`) and ``frellm4rec.json`` (``settings``: the model config and the
+    backbone's name, all that is needed to rebuild it)."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.mkdir()
+        save_file({name: tensor.contiguous() for name, tensor in model.trainable_state_dict().items()},
+                  str(tmp / "trainable.safetensors"))
+        (tmp / "frellm4rec.json").write_text(json.dumps(settings, indent=2) + "\n")

@@ -36,8 +36,8 @@ from accelerate.utils import broadcast_object_list
 from transformers import set_seed
 from trl import SFTConfig
 
-from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
-from llmrec_ft.collab.trainer import RankingTrainingArguments, evaluate_ranking, save_pretrained_atomic, train_id_model
+from llmrec_ft.collab.sasrec import SASRec
+from llmrec_ft.collab.trainer import evaluate_ranking, load_or_train_sasrec
 from llmrec_ft.data import num_items
 from llmrec_ft.generative.evaluate import CatalogDecoder, evaluate_generative
 from llmrec_ft.generative.examples import ExampleConfig, GenerativeExamples
@@ -92,21 +92,11 @@ def on_main_process(compute):
 
 def train_or_load_sasrec(ds: datasets.DatasetDict, args: CollabArgs, output_dir: Path, seed: int,
                          use_cpu: bool = False) -> tuple[SASRec, dict]:
-    """The checkpoint given, one trained earlier into ``output_dir/sasrec``, or a fresh early-stopped SASRec (CE
-    loss, the toolkit's defaults). Returns the model and its full-ranking test metrics (history excluded)."""
-    path = Path(args.sasrec_checkpoint) if args.sasrec_checkpoint else output_dir / "sasrec"
-    if not (path / "config.json").exists():
-        if args.sasrec_checkpoint:
-            raise FileNotFoundError(f"sasrec_checkpoint={path}: no config.json there")
-        set_seed(seed)
-        rank_args = RankingTrainingArguments(output_dir=str(output_dir / "sasrec_train"), seed=seed,
-                                             num_train_epochs=args.sasrec_epochs, use_cpu=use_cpu, report_to=[],
-                                             early_stopping_patience=args.sasrec_patience, disable_tqdm=True)
-        trainer = train_id_model(SASRec(SASRecConfig(num_items=num_items(ds))), ds, rank_args)
-        if trainer.is_world_process_zero():
-            save_pretrained_atomic(trainer.model, path)
-        PartialState().wait_for_everyone()
-    sasrec = SASRec.from_pretrained(path).eval()
+    """The checkpoint given, one trained earlier into ``output_dir/sasrec``, or a fresh early-stopped SASRec
+    (:func:`~llmrec_ft.collab.trainer.load_or_train_sasrec`). Returns the model and its full-ranking test metrics
+    (history excluded)."""
+    sasrec, _ = load_or_train_sasrec(ds, args.sasrec_checkpoint, output_dir, seed, args.sasrec_epochs,
+                                     args.sasrec_patience, use_cpu)
     return sasrec, on_main_process(lambda: evaluate_ranking(sasrec, ds, "test", ks=(10, 20))["all"])
 
 

@@ -39,7 +39,7 @@ from trl import SFTConfig, SFTTrainer
 
 from llmrec_ft.generative.semantic_ids import SemanticIDs
 from llmrec_ft.generative.tokens import add_code_tokens, trainable_token_indices
-from llmrec_ft.llm.backbone import EMBEDDED_MODEL, load_backbone
+from llmrec_ft.llm.backbone import EMBEDDED_MODEL, check_backbone_options, load_backbone
 from llmrec_ft.llm.collaborative_lm import CollaborativeLM
 from llmrec_ft.llm.projector import CollaborativeProjector
 from llmrec_ft.llm.tokens import add_collaborative_tokens
@@ -63,6 +63,9 @@ class GenerativeModelArgs:
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
                                            metadata={"help": "Modules that get LoRA ('all-linear' works too)."})
     projector_hidden_dim: int = field(default=320, metadata={"help": "Collaborative prompts: projector width."})
+
+    def __post_init__(self):
+        check_backbone_options(self.model_name_or_path, self.dtype, self.attn_implementation)  # before data and SIDs
 
 
 class GenerativeSFTTrainer(SFTTrainer):

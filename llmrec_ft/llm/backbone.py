@@ -28,7 +28,8 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import is_bitsandbytes_available, is_flash_attn_2_available
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import cached_file, is_bitsandbytes_available, is_flash_attn_2_available
 
 from llmrec_ft.assets import EMBEDDED_MODELS, SplitFile, cache_dir, embedded_model, extract_folder, join_split_file
 from llmrec_ft.io import atomic_path
@@ -84,14 +85,58 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+def attention_implementations() -> list[str]:
+    """What ``attn_implementation`` accepts: transformers' registered kernels, ``eager`` and ours (a Hub kernel
+    repository, ``org/name``, is accepted too, as transformers does)."""
+    return ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys(), VARLEN_ATTENTION]
+
+
+def check_backbone_options(name_or_path: str | Path, dtype: str | torch.dtype = "float32",
+                           attn_implementation: str = "sdpa", load_in_4bit: bool = False, load_in_8bit: bool = False,
+                           name_field: str = "model_name_or_path") -> None:
+    """Fail fast on options :func:`load_backbone` would refuse, before a recipe spends minutes on other stages.
+
+    Reads at most the model's ``config.json`` (the folder's, or from the Hub cache or the Hub), never weights, and
+    builds no embedded model. Raises ``ValueError`` naming the option (``name_field`` for the model) and what it
+    accepts; ``ImportError`` for flash-attn or bitsandbytes options without the package."""
+    _resolve_dtype(dtype)
+    if attn_implementation not in attention_implementations() and "/" not in attn_implementation:
+        raise ValueError(f"attn_implementation={attn_implementation!r} is not supported; use one of "
+                         f"{attention_implementations()} or a Hub kernel repository (org/name)")
+    if attn_implementation == "flash_attention_2" and not is_flash_attn_2_available():
+        raise ImportError("attn_implementation='flash_attention_2' needs the flash-attn package and a CUDA GPU: "
+                          "pip install flash-attn --no-build-isolation, or use attn_implementation='sdpa'")
+    if load_in_4bit and load_in_8bit:
+        raise ValueError("load_in_4bit and load_in_8bit are mutually exclusive; pick one")
+    if (load_in_4bit or load_in_8bit) and not is_bitsandbytes_available():
+        raise ImportError("4-bit/8-bit loading needs bitsandbytes and a CUDA GPU: pip install 'llmrec-ft[gpu]' "
+                          "(or pip install bitsandbytes), or load without load_in_4bit/load_in_8bit")
+    _check_model_source(str(name_or_path), name_field)
+
+
+def _check_model_source(name: str, name_field: str) -> None:
+    causal = [key for key, entry in EMBEDDED_MODELS.items() if entry.kind == "causal_lm"]
+    if name in EMBEDDED_MODELS:
+        if EMBEDDED_MODELS[name].kind != "causal_lm":
+            raise ValueError(f"{name_field}={name!r} is a {EMBEDDED_MODELS[name].kind}, not a causal LM: use it as a "
+                             f"text encoder (llmrec_ft.llm.text_embeddings.embed_item_texts), or one of {causal}")
+        return
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise ValueError(f"{name_field}={name!r}: this folder has no config.json, so it holds no saved model "
+                             "(save_pretrained writes one)")
+        return
+    try:
+        cached_file(name, "config.json")  # from the Hub cache, or the Hub when online
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{name_field}={name!r} is not an embedded model ({causal}), a local model folder or a "
+                         f"reachable Hub model id ({reason})") from None
+
+
 def _quantization_config(load_in_4bit: bool, load_in_8bit: bool, compute_dtype: torch.dtype):
     if not (load_in_4bit or load_in_8bit):
         return None
-    if load_in_4bit and load_in_8bit:
-        raise ValueError("load_in_4bit and load_in_8bit are mutually exclusive; pick one")
-    if not is_bitsandbytes_available():
-        raise ImportError("4-bit/8-bit loading needs bitsandbytes and a CUDA GPU: pip install 'llmrec-ft[gpu]' "
-                          "(or pip install bitsandbytes), or load without load_in_4bit/load_in_8bit")
     from transformers import BitsAndBytesConfig
 
     if load_in_8bit:
@@ -143,20 +188,16 @@ def load_backbone(
     from the model repository. Quantised models are prepared for k-bit training with PEFT's
     ``prepare_model_for_kbit_training`` (norms in fp32, input gradients enabled), the documented QLoRA path.
     An embedded model is built in the cache on first use (see the module docstring) and cast to ``dtype``
-    at load. Raises ``ValueError`` for an embedded sentence encoder, and ``AssetError`` when an embedded
-    model can be neither found in the cache nor downloaded and verified.
+    at load. Raises what :func:`check_backbone_options` raises (bad options, an embedded sentence encoder, a model
+    that cannot be found), and ``AssetError`` when an embedded model can be neither found in the cache nor
+    downloaded and verified.
     """
     name = str(name_or_path)
-    if name in EMBEDDED_MODELS and EMBEDDED_MODELS[name].kind != "causal_lm":
-        raise ValueError(f"{name} is a {EMBEDDED_MODELS[name].kind}, not a causal LM: use it as a text encoder "
-                         "(llmrec_ft.llm.text_embeddings.embed_item_texts)")
+    check_backbone_options(name, dtype, attn_implementation, load_in_4bit, load_in_8bit)
     source = str(embedded_model_dir(name)) if name in EMBEDDED_MODELS else name
     torch_dtype = _resolve_dtype(dtype)
     if attn_implementation == VARLEN_ATTENTION:  # PyTorch's own varlen FlashAttention for packed batches
         register_varlen_attention()
-    if attn_implementation == "flash_attention_2" and not is_flash_attn_2_available():
-        raise ImportError("attn_implementation='flash_attention_2' needs the flash-attn package and a CUDA GPU: "
-                          "pip install flash-attn --no-build-isolation, or use attn_implementation='sdpa'")
     quantization_config = _quantization_config(load_in_4bit, load_in_8bit, torch_dtype)
 
     model = AutoModelForCausalLM.from_pretrained(

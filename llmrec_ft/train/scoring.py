@@ -21,15 +21,20 @@ The collaborative baseline (SASRec alone) gets two scores, both from the pretrai
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import datasets
 import torch
 from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, TrainingArguments
 
 from llmrec_ft.eval import candidate_metrics, roc_auc, sample_negatives, user_auc
 from llmrec_ft.eval.auc import auc_difference, auc_standard_error
+from llmrec_ft.llm.packing import padded_batch_attention
 from llmrec_ft.train.collator import PointwiseCollator, pad
+from llmrec_ft.train.pointwise_data import answer_token_ids
 
 
 def _batches(dataset: datasets.Dataset, batch_size: int):
@@ -39,23 +44,55 @@ def _batches(dataset: datasets.Dataset, batch_size: int):
 
 @torch.no_grad()
 def yes_logit_gaps(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int | None,
-                   collaborative: bool, batch_size: int = 16) -> torch.Tensor:
+                   collaborative: bool, batch_size: int = 16, progress: str | None = None) -> torch.Tensor:
     """``[N]`` float32 log-odds of P(Yes) for every encoded sample (its answer token is dropped, the prompt is
     scored): ``logit_yes - logit_no``, or ``logit_yes`` alone when ``no_id`` is None (``loss: yes_bce``). The score
-    to rank by and compute AUC from: it never saturates."""
+    to rank by and compute AUC from: it never saturates. ``progress``: label of a tqdm bar over the samples
+    (None: no bar); scoring thousands of prompts on a CPU takes minutes."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     collate = PointwiseCollator(pad_token_id, collaborative=collaborative, padding_side="left", prompt_only=True)
     scores = []
     try:
-        for rows in _batches(encoded, batch_size):
-            batch = {key: value.to(device) for key, value in collate(rows).items()}
-            logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
-            scores.append((logits[:, yes_id] - (logits[:, no_id] if no_id is not None else 0)).cpu())
+        with tqdm(total=len(encoded), desc=progress, unit="prompt", disable=progress is None) as bar:
+            for rows in _batches(encoded, batch_size):
+                batch = {key: value.to(device) for key, value in collate(rows).items()}
+                logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
+                scores.append((logits[:, yes_id] - (logits[:, no_id] if no_id is not None else 0)).cpu())
+                bar.update(len(rows))
     finally:
         model.train(was_training)
     return torch.cat(scores) if scores else torch.empty(0)
+
+
+def yes_no_report(model: nn.Module, tokenizer: PreTrainedTokenizerBase, encoded_tests: Mapping[str, datasets.Dataset],
+                  encoded_ranking: datasets.Dataset, collaborative: bool, num_negatives: int,
+                  training_args: TrainingArguments) -> tuple[dict, torch.Tensor]:
+    """A trained Yes/No model's row of the results: :func:`auc_report` over ``encoded_tests`` (e.g. warm and
+    cold), HR/NDCG@10 over ``encoded_ranking`` (:func:`ranking_candidates` rows; skipped when empty) and
+    ``eval_seconds``; also the test scores ``[N]``, the groups concatenated in order (for :func:`paired_auc_gaps`).
+
+    Scored the way ``Trainer.evaluate`` runs: ``per_device_eval_batch_size`` prompts a batch, under the training's
+    bf16 autocast, with a progress bar on the main process unless ``disable_tqdm``. A model trained with
+    ``loss: yes_bce`` is scored as trained, by its Yes logit alone."""
+    yes, no = answer_token_ids(tokenizer)
+    no = None if getattr(model, "loss", None) == "yes_bce" else no
+    show_progress = not training_args.disable_tqdm and training_args.process_index == 0
+    start = time.perf_counter()
+
+    def score(encoded: datasets.Dataset, name: str) -> torch.Tensor:
+        return yes_logit_gaps(model, encoded, tokenizer.pad_token_id, yes, no, collaborative,
+                              training_args.per_device_eval_batch_size, f"Scoring {name}" if show_progress else None)
+
+    autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=training_args.bf16)
+    with padded_batch_attention(model), autocast:  # scoring batches are padded
+        test_scores = {group: score(encoded, f"test {group}") for group, encoded in encoded_tests.items()}
+        report = auc_report(test_scores, encoded_tests)
+        if len(encoded_ranking):
+            report.update(ranking_report(score(encoded_ranking, "ranking candidates"), num_negatives))
+    report["eval_seconds"] = time.perf_counter() - start
+    return report, torch.cat(list(test_scores.values()))
 
 
 def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int | None,
@@ -118,8 +155,11 @@ def _auc_and_error(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float | 
 def ranking_candidates(ds: datasets.DatasetDict, num_negatives: int, max_users: int | None, cf_max_len: int,
                        max_history: int, seed: int = 0) -> datasets.Dataset:
     """Pointwise rows for the sampled ranking protocol: for each test user (the first ``max_users`` of a
-    seeded shuffle), the leave-one-out target then ``num_negatives`` uniformly sampled unseen items, all
-    sharing the user's history. Rows of one user are consecutive, the target first."""
+    seeded shuffle; None: all, 0: none, an empty Dataset), the leave-one-out target then ``num_negatives``
+    uniformly sampled unseen items, all sharing the user's history. Rows of one user are consecutive, the target
+    first."""
+    if max_users == 0:
+        return datasets.Dataset.from_dict({})
     test = ds["test"]
     if max_users is not None and max_users < len(test):
         test = test.shuffle(seed=seed).select(range(max_users))
@@ -166,6 +206,20 @@ def sasrec_features(sasrec: nn.Module, samples: datasets.Dataset,
 def next_item_scores(sasrec: nn.Module, samples: datasets.Dataset) -> torch.Tensor:
     user, item = sasrec_features(sasrec, samples)
     return (user * item).sum(-1)
+
+
+def sasrec_baseline_reports(sasrec: nn.Module, train: datasets.Dataset, test_sets: Mapping[str, datasets.Dataset],
+                            ranking_rows: datasets.Dataset, num_negatives: int) -> dict:
+    """``{"next_item": report, "classifier": report}``: the SASRec-alone rows (see the module docstring), with the
+    same :func:`auc_report` and sampled ranking (skipped when ``ranking_rows`` is empty) as the LLM's rows;
+    the classifier is fitted on ``train``."""
+    classifier = SASRecClassifier(sasrec).fit(train)
+    reports = {}
+    for name, score in (("next_item", lambda data: next_item_scores(sasrec, data)), ("classifier", classifier.predict)):
+        reports[name] = auc_report({group: score(samples) for group, samples in test_sets.items()}, test_sets)
+        if len(ranking_rows):
+            reports[name].update(ranking_report(score(ranking_rows), num_negatives))
+    return reports
 
 
 class SASRecClassifier:
