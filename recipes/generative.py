@@ -11,8 +11,10 @@ What one run does (``llmrec_ft/generative/pipeline.py``):
 4. backbone + code tokens + LoRA (code-token rows trainable) [+ projector for ``<|user_cf|>``/``<|item_cf|>``];
 5. TRL ``SFTTrainer``, completion-only loss, on every prefix of the training sequences (+ alignment tasks);
 6. catalogue-constrained beam search -> HR/NDCG/MRR@5/10/20 on valid and test, history excluded and not;
-7. ``output_dir/artifacts`` (adapter, tokenizer with code tokens, ``semantic_ids/``, ``catalog.json``,
-   ``config.yaml``, ``metrics.json``, model card) and ``output_dir/metrics.json`` (with the git commit);
+7. ``output_dir/artifacts`` (adapter: LoRA + code-token rows; tokenizer with code tokens, ``semantic_ids/``,
+   ``catalog.json``, ``config.yaml``, ``metrics.json``, model card), the run's one copy of the trained parts
+   (the ``output_dir/final`` folder training saved is removed once they are written), and
+   ``output_dir/metrics.json`` (with the git commit);
    ``--push_to_hub --hub_model_id you/name`` uploads the artifacts. Reload with
    ``llmrec_ft.recommender.Recommender.from_pretrained(output_dir/artifacts)``.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 
 from accelerate import PartialState
@@ -35,7 +38,7 @@ from llmrec_ft import hub
 from llmrec_ft.data import DataConfig, prepare_dataset
 from llmrec_ft.generative.examples import ExampleConfig
 from llmrec_ft.generative.pipeline import CollabArgs, GenerativeEvalArgs, SemanticIDArgs, run_generative
-from llmrec_ft.generative.training import GenerativeModelArgs
+from llmrec_ft.generative.training import FINAL_DIR, GenerativeModelArgs
 from llmrec_ft.io import write_json
 from llmrec_ft.provenance import git_commit
 
@@ -74,6 +77,7 @@ def main(model_args: GenerativeModelArgs, example_config: ExampleConfig, data_ar
             config["sasrec_checkpoint"] = collab_args.sasrec_checkpoint or str(output_dir / "sasrec")
         tokenizer = _tokenizer_of(trained)
         artifacts = hub.save_artifacts(output_dir / "artifacts", trained, tokenizer, config, metrics)
+        shutil.rmtree(output_dir / FINAL_DIR)  # all of it is in artifacts/: no second copy of the weights
         write_json(output_dir / "metrics.json", metrics)
         logger.warning("metrics -> %s, artifacts -> %s", output_dir / "metrics.json", artifacts)
         print(summary(metrics))

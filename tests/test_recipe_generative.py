@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from llmrec_ft.cli import main as cli_main
 from llmrec_ft.data import prepare_dataset
@@ -44,6 +46,11 @@ def test_recipe_writes_metrics_artifacts_and_summary(run):
                  "config.yaml", "metrics.json", "README.md"):
         assert (artifacts / name).exists(), name
     assert "Generative recommender" in (artifacts / "README.md").read_text()
+    assert not (output_dir / "final").exists()  # artifacts/ is the one copy of the trained parts
+    vocabulary_size = len(AutoTokenizer.from_pretrained(artifacts))
+    adapter = load_file(artifacts / "adapter_model.safetensors")
+    assert all("lora_" in name or name.endswith("trainable_tokens_delta") for name in adapter)
+    assert max(t.shape[0] for t in adapter.values()) < vocabulary_size  # no [V, H] matrix: 4.4 MiB, not 223 MiB
     assert (output_dir / "code_usage.png").stat().st_size > 0
     assert "test   exclude" in stdout
 

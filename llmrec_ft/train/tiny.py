@@ -23,8 +23,10 @@ ARCHITECTURES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config
 
 
 def save_tiny_backbone(directory: str | Path, architecture: str = "llama", tokenizer_source: str = EMBEDDED_MODEL,
-                       hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
-    """Write a random ``architecture`` LM (``hidden_size`` wide, ``num_layers`` deep) and a tokenizer."""
+                       hidden_size: int = 64, num_layers: int = 2, seed: int = 0,
+                       tie_word_embeddings: bool = True) -> Path:
+    """Write a random ``architecture`` LM (``hidden_size`` wide, ``num_layers`` deep) and a tokenizer.
+    ``tie_word_embeddings=False`` gives the LM head its own weight, as in Llama-3-8B or Qwen2.5-7B."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {architecture!r}")
     source = embedded_model_dir() if tokenizer_source == EMBEDDED_MODEL else tokenizer_source
@@ -32,7 +34,7 @@ def save_tiny_backbone(directory: str | Path, architecture: str = "llama", token
     config_class, model_class = ARCHITECTURES[architecture]
     config = config_class(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                           num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-                          max_position_embeddings=2048, tie_word_embeddings=True,
+                          max_position_embeddings=2048, tie_word_embeddings=tie_word_embeddings,
                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                           pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
