@@ -8,7 +8,10 @@ sigmoid rounds every log-odds above ~17 to exactly 1.0 (float64: above ~37), and
 answers then all tie -- a perfectly ranked test set would score AUC 0.5 (a model trained with BCE on the raw Yes
 logit starts around 20-30 there). :func:`yes_probabilities` is for reading P(Yes), not for ranking.
 Only the last position's logits are computed (``logits_to_keep=1`` on a left-padded batch), so scoring never
-materialises a ``[batch, length, vocab]`` tensor.
+materialises a ``[batch, length, vocab]`` tensor. Samples are scored longest first and the scores put back in
+dataset order: a batch of near-equal lengths carries almost no padding (on the default MovieLens-100K prompts,
+9-11% of the tokens of a dataset-order batch of 16 are padding; sorted, about 1%). Every row gets its own positions
+and attention mask, so its score does not depend on which rows share its batch (up to float rounding).
 
 The collaborative baseline (SASRec alone) gets two scores, both from the pretrained checkpoint:
 
@@ -37,25 +40,34 @@ def _batches(dataset: datasets.Dataset, batch_size: int):
         yield dataset.select(range(start, min(start + batch_size, len(dataset)))).to_list()
 
 
+def longest_first(lengths: list[int]) -> list[int]:
+    """Indices that order ``lengths`` from longest to shortest (ties keep dataset order): batches cut from this
+    order hold prompts of near-equal length, and the longest batch, the memory peak, comes first."""
+    return sorted(range(len(lengths)), key=lambda index: -lengths[index])
+
+
 @torch.no_grad()
 def yes_logit_gaps(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int | None,
                    collaborative: bool, batch_size: int = 16) -> torch.Tensor:
-    """``[N]`` float32 log-odds of P(Yes) for every encoded sample (its answer token is dropped, the prompt is
-    scored): ``logit_yes - logit_no``, or ``logit_yes`` alone when ``no_id`` is None (``loss: yes_bce``). The score
-    to rank by and compute AUC from: it never saturates."""
+    """``[N]`` float32 log-odds of P(Yes) for every encoded sample, in dataset order (its answer token is dropped,
+    the prompt is scored): ``logit_yes - logit_no``, or ``logit_yes`` alone when ``no_id`` is None (``loss:
+    yes_bce``). The score to rank by and compute AUC from: it never saturates. Batches of ``batch_size`` are
+    cut from the samples sorted by length (:func:`longest_first`), so they carry little left padding."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     collate = PointwiseCollator(pad_token_id, collaborative=collaborative, padding_side="left", prompt_only=True)
-    scores = []
+    order = longest_first([len(ids) for ids in encoded["input_ids"]]) if len(encoded) else []
+    scores = torch.empty(len(order))
     try:
-        for rows in _batches(encoded, batch_size):
-            batch = {key: value.to(device) for key, value in collate(rows).items()}
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            batch = {key: value.to(device) for key, value in collate(encoded.select(indices).to_list()).items()}
             logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
-            scores.append((logits[:, yes_id] - (logits[:, no_id] if no_id is not None else 0)).cpu())
+            scores[indices] = (logits[:, yes_id] - (logits[:, no_id] if no_id is not None else 0)).cpu()
     finally:
         model.train(was_training)
-    return torch.cat(scores) if scores else torch.empty(0)
+    return scores
 
 
 def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int | None,
