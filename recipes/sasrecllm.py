@@ -105,6 +105,7 @@ def load_or_train_sasrec(args: SASRecArgs, ds, training_args: SFTConfig) -> tupl
     target = Path(training_args.output_dir) / "sasrec"
     if (target / "config.json").exists():
         return SASRec.from_pretrained(target), str(target)
+    set_seed(training_args.seed)  # the initial weights are drawn before Trainer seeds anything
     model = SASRec(SASRecConfig(num_items=num_items(ds)))
     rank_args = RankingTrainingArguments(output_dir=str(Path(training_args.output_dir) / "sasrec_pretrain"),
                                          num_train_epochs=args.sasrec_epochs, seed=training_args.seed,
