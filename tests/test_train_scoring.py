@@ -1,6 +1,7 @@
 """Scoring: P(Yes) from the answer logits, AUC by warm/cold group, sampled-candidate ranking, SASRec baselines."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import pytest
@@ -11,8 +12,9 @@ from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.data import DataConfig, build_dataset, num_items
 from llmrec_ft.llm.prompts import load_prompt
 from llmrec_ft.train.pointwise_data import PointwiseConfig, answer_token_ids, build_pointwise_samples, encode_pointwise
-from llmrec_ft.train.scoring import (SASRecClassifier, auc_report, next_item_scores, ranking_candidates,
-                                     ranking_report, sasrec_features, yes_logit_gaps, yes_no_report,
+from llmrec_ft.train.collator import PointwiseCollator
+from llmrec_ft.train.scoring import (SASRecClassifier, auc_report, float32_lm_head, longest_first, next_item_scores,
+                                     ranking_candidates, ranking_report, sasrec_features, yes_logit_gaps, yes_no_report,
                                      yes_probabilities)
 from llmrec_ft.train.tiny import save_tiny_backbone, tiny_collaborative_lm
 
@@ -49,6 +51,104 @@ def test_yes_probability_is_the_two_way_softmax_at_the_last_prompt_token(ds, mod
     one_by_one = yes_probabilities(model, encoded, tokenizer.pad_token_id, yes, no, collaborative=True, batch_size=1)
     torch.testing.assert_close(batched, one_by_one, atol=1e-5, rtol=1e-4)  # padding does not change a score
     assert batched.std() > 0
+
+
+def _dataset_order_gaps(model, encoded, pad_token_id, yes, no, batch_size):
+    """The reference: batches cut in dataset order, as scoring did before it sorted by length."""
+    collate = PointwiseCollator(pad_token_id, collaborative=True, padding_side="left", prompt_only=True)
+    gaps = []
+    with torch.no_grad():
+        for start in range(0, len(encoded), batch_size):
+            rows = encoded.select(range(start, min(start + batch_size, len(encoded)))).to_list()
+            logits = model(**collate(rows), logits_to_keep=1).logits[:, -1].float()
+            gaps.append(logits[:, yes] - logits[:, no])
+    return torch.cat(gaps)
+
+
+def test_length_sorted_scoring_equals_dataset_order_scoring(ds, model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    samples = build_pointwise_samples(ds, PointwiseConfig(max_history=6, train_samples_per_user=3))["train"]
+    encoded = encode_pointwise(samples, tokenizer, load_prompt("yes_no"), ["", *ds["items"]["title"]],
+                               True, 6)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    order = longest_first(lengths)
+    assert len(set(lengths)) > 3 and order != list(range(len(lengths)))  # the sort really reorders, and pads less
+    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)
+    yes, no = answer_token_ids(tokenizer)
+    reference = _dataset_order_gaps(model, encoded, tokenizer.pad_token_id, yes, no, batch_size=5)
+    sorted_gaps = yes_logit_gaps(model, encoded, tokenizer.pad_token_id, yes, no, collaborative=True, batch_size=5)
+    torch.testing.assert_close(sorted_gaps, reference, atol=1e-5, rtol=1e-5)
+    assert reference.std() > 0
+
+
+def test_answer_logits_are_float32_under_bf16_autocast(ds, model_and_tokenizer):
+    """The decoder runs in bf16, the head in float32 on the very hidden state the decoder handed it."""
+    model, tokenizer = model_and_tokenizer
+    samples = build_pointwise_samples(ds, PointwiseConfig(max_history=4))["train"].select(range(6))
+    encoded = encode_pointwise(samples, tokenizer, load_prompt("yes_no"), ["", *ds["items"]["title"]], True, 4)
+    yes, no = answer_token_ids(tokenizer)
+    head = model.lm.get_output_embeddings()
+    captured = []
+    capture = head.register_forward_hook(lambda module, args, logits: captured.append((args[0], logits)))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            gaps = yes_logit_gaps(model, encoded, tokenizer.pad_token_id, yes, no, collaborative=True, batch_size=1)
+    finally:
+        capture.remove()
+    assert not head._forward_hooks  # the float32 hook is gone after scoring
+    order = longest_first([len(ids) for ids in encoded["input_ids"]])
+    hidden = torch.cat([hidden[:, -1] for hidden, _ in captured])
+    bf16_logits = torch.cat([logits[:, -1] for _, logits in captured]).float()
+    assert captured[0][1].dtype == torch.bfloat16  # what the head gave under autocast, before the hook
+    answer_rows = head.weight[[yes, no]].double()
+    expected = torch.empty(len(order))
+    expected[order] = (hidden.double() @ answer_rows.T @ torch.tensor([1.0, -1.0], dtype=torch.double)).float()
+    torch.testing.assert_close(gaps, expected, atol=1e-5, rtol=1e-5)
+    bf16_gaps = torch.empty(len(order))
+    bf16_gaps[order] = bf16_logits[:, yes] - bf16_logits[:, no]
+    assert (bf16_gaps - expected).abs().max() > 1e-4  # a bf16 head would have rounded them
+
+
+def test_float32_lm_head_leaves_float32_logits_untouched(ds, model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    row = encode_pointwise(build_pointwise_samples(ds, PointwiseConfig(max_history=4))["train"].select(range(1)),
+                           tokenizer, load_prompt("yes_no"), ["", *ds["items"]["title"]], True, 4)[0]
+    inputs = {"input_ids": torch.tensor([row["input_ids"][:-1]]), "cf_history": torch.tensor([row["cf_history"]]),
+              "cf_items": torch.tensor([row["cf_items"]])}
+    with torch.no_grad():
+        plain = model(**inputs, logits_to_keep=1).logits
+        with float32_lm_head(model):
+            hooked = model(**inputs, logits_to_keep=1).logits
+    assert torch.equal(plain, hooked)
+    with pytest.raises(TypeError, match="nn.Linear output embedding, got Identity"):
+        with float32_lm_head(SimpleNamespace(get_output_embeddings=torch.nn.Identity)):
+            pass
+
+
+class _SumOfTokensModel(torch.nn.Module):
+    """The Yes logit of a row is the sum of its (unpadded) token ids: a score that names the row it came from."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep):
+        logits = torch.zeros(len(input_ids), 1, 4)
+        logits[:, -1, 1] = (input_ids * attention_mask).sum(1).float()
+        return SimpleNamespace(logits=logits)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_scores_come_back_in_dataset_order(batch_size):
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(1, 50, (int(length),), generator=generator).tolist()
+               for length in torch.randint(2, 12, (11,), generator=generator)]
+    encoded = datasets.Dataset.from_dict({"input_ids": [prompt + [99] for prompt in prompts]})  # + answer token
+    gaps = yes_logit_gaps(_SumOfTokensModel(), encoded, pad_token_id=0, yes_id=1, no_id=None, collaborative=False,
+                          batch_size=batch_size)
+    assert gaps.tolist() == [float(sum(prompt)) for prompt in prompts]
+    empty = datasets.Dataset.from_dict({"input_ids": []})
+    assert yes_logit_gaps(_SumOfTokensModel(), empty, 0, 1, None, False).shape == (0,)
 
 
 def test_auc_report_by_group():

@@ -8,7 +8,16 @@ sigmoid rounds every log-odds above ~17 to exactly 1.0 (float64: above ~37), and
 answers then all tie -- a perfectly ranked test set would score AUC 0.5 (a model trained with BCE on the raw Yes
 logit starts around 20-30 there). :func:`yes_probabilities` is for reading P(Yes), not for ranking.
 Only the last position's logits are computed (``logits_to_keep=1`` on a left-padded batch), so scoring never
-materialises a ``[batch, length, vocab]`` tensor.
+materialises a ``[batch, length, vocab]`` tensor. Samples are scored longest first and the scores put back in
+dataset order: a batch of near-equal lengths carries almost no padding (on the default MovieLens-100K prompts,
+9-11% of the tokens of a dataset-order batch of 16 are padding; sorted, about 1%). Every row gets its own positions
+and attention mask, so its score does not depend on which rows share its batch (up to float rounding).
+
+The answer logits are computed in float32 even under bf16 autocast (:func:`float32_lm_head`): the score is a
+small difference of two large logits, and a bf16 LM head rounds each of them. On the default MovieLens-100K run
+(SmolLM2-135M, bf16 autocast, 200 warm test prompts) a bf16 head moved the log-odds by 0.085 on average against
+a float32 forward (scores spread with standard deviation 0.41) and lowered AUC from 0.769 to 0.751; with the head
+in float32 and the decoder still in bf16 the mean difference is 0.020 and AUC 0.774.
 
 The collaborative baseline (SASRec alone) gets two scores, both from the pretrained checkpoint:
 
@@ -21,6 +30,7 @@ The collaborative baseline (SASRec alone) gets two scores, both from the pretrai
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 
@@ -42,28 +52,69 @@ def _batches(dataset: datasets.Dataset, batch_size: int):
         yield dataset.select(range(start, min(start + batch_size, len(dataset)))).to_list()
 
 
+def longest_first(lengths: list[int]) -> list[int]:
+    """Indices that order ``lengths`` from longest to shortest (ties keep dataset order): batches cut from this
+    order hold prompts of near-equal length, and the longest batch, the memory peak, comes first."""
+    return sorted(range(len(lengths)), key=lambda index: -lengths[index])
+
+
+@contextlib.contextmanager
+def float32_lm_head(model: nn.Module):
+    """While open, the LM head of ``model`` (an HF causal LM, PEFT-wrapped or not, or a wrapper holding one as
+    ``.lm``) returns float32 logits, recomputed from its input in float32 whenever it produced lower precision
+    ones (bf16/fp16 autocast, or half-precision weights); float32 logits pass through untouched. A forward hook on
+    ``get_output_embeddings()``: the decoder keeps its precision and speed, only the ``[B, 1, H] x [H, V]``
+    head runs twice. A model without output embeddings (``get_output_embeddings`` absent or None) is left as
+    it is; heads other than ``nn.Linear`` (every HF causal LM's ``lm_head`` is one) raise ``TypeError``."""
+    lm = getattr(model, "lm", model)
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    if head is None:
+        yield
+        return
+    if type(head) is not nn.Linear:
+        raise TypeError(f"float32_lm_head needs an nn.Linear output embedding, got {type(head).__name__}")
+
+    def in_float32(module: nn.Linear, args, logits: torch.Tensor):
+        if logits.dtype == torch.float32:
+            return None
+        with torch.autocast(logits.device.type, enabled=False):
+            bias = None if module.bias is None else module.bias.float()
+            return nn.functional.linear(args[0].float(), module.weight.float(), bias)
+
+    handle = head.register_forward_hook(in_float32)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def yes_logit_gaps(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int | None,
                    collaborative: bool, batch_size: int = 16, progress: str | None = None) -> torch.Tensor:
-    """``[N]`` float32 log-odds of P(Yes) for every encoded sample (its answer token is dropped, the prompt is
-    scored): ``logit_yes - logit_no``, or ``logit_yes`` alone when ``no_id`` is None (``loss: yes_bce``). The score
-    to rank by and compute AUC from: it never saturates. ``progress``: label of a tqdm bar over the samples
-    (None: no bar); scoring thousands of prompts on a CPU takes minutes."""
+    """``[N]`` float32 log-odds of P(Yes) for every encoded sample, in dataset order (its answer token is dropped,
+    the prompt is scored): ``logit_yes - logit_no``, or ``logit_yes`` alone when ``no_id`` is None (``loss:
+    yes_bce``). The score to rank by and compute AUC from: it never saturates. Batches of ``batch_size`` are
+    cut from the samples sorted by length (:func:`longest_first`), so they carry little left padding; the answer
+    logits are float32 whatever the autocast (:func:`float32_lm_head`). ``progress``: label of a tqdm bar over
+    the samples (None: no bar); scoring thousands of prompts on a CPU takes minutes."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     collate = PointwiseCollator(pad_token_id, collaborative=collaborative, padding_side="left", prompt_only=True)
-    scores = []
+    order = longest_first([len(ids) for ids in encoded["input_ids"]]) if len(encoded) else []
+    scores = torch.empty(len(order))
     try:
-        with tqdm(total=len(encoded), desc=progress, unit="prompt", disable=progress is None) as bar:
-            for rows in _batches(encoded, batch_size):
-                batch = {key: value.to(device) for key, value in collate(rows).items()}
+        with float32_lm_head(model), \
+                tqdm(total=len(order), desc=progress, unit="prompt", disable=progress is None) as bar:
+            for start in range(0, len(order), batch_size):
+                indices = order[start:start + batch_size]
+                batch = {key: value.to(device) for key, value in collate(encoded.select(indices).to_list()).items()}
                 logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
-                scores.append((logits[:, yes_id] - (logits[:, no_id] if no_id is not None else 0)).cpu())
-                bar.update(len(rows))
+                scores[indices] = (logits[:, yes_id] - (logits[:, no_id] if no_id is not None else 0)).cpu()
+                bar.update(len(indices))
     finally:
         model.train(was_training)
-    return torch.cat(scores) if scores else torch.empty(0)
+    return scores
 
 
 def yes_no_report(model: nn.Module, tokenizer: PreTrainedTokenizerBase, encoded_tests: Mapping[str, datasets.Dataset],
