@@ -125,8 +125,9 @@ def yes_no_report(model: nn.Module, tokenizer: PreTrainedTokenizerBase, encoded_
     ``eval_seconds``; also the test scores ``[N]``, the groups concatenated in order (for :func:`paired_auc_gaps`).
 
     Scored the way ``Trainer.evaluate`` runs: ``per_device_eval_batch_size`` prompts a batch, under the training's
-    bf16 autocast, with a progress bar on the main process unless ``disable_tqdm``. A model trained with
-    ``loss: yes_bce`` is scored as trained, by its Yes logit alone."""
+    bf16 autocast (except the LM head: :func:`yes_logit_gaps` computes the answer logits in float32), with a
+    progress bar on the main process unless ``disable_tqdm``. A model trained with ``loss: yes_bce`` is scored as
+    trained, by its Yes logit alone."""
     yes, no = answer_token_ids(tokenizer)
     no = None if getattr(model, "loss", None) == "yes_bce" else no
     show_progress = not training_args.disable_tqdm and training_args.process_index == 0
