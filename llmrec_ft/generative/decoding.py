@@ -171,7 +171,9 @@ def constrained_beam_search(model, trie: CatalogTrie, input_ids=None, attention_
     eager). The cache (``rows x slots`` keys and values per layer) is kept, as ``generate`` keeps its static cache,
     until the model is freed or :func:`release_static_cache` is called, so later calls reuse its buffers and
     graph. Needs ``kv_sharing`` ``"expand"`` (or ``"auto"``). Identical lists and scores in fp32 (tested on CPU
-    with ``backend="eager"``); speed on a GPU: benchmarks/generative_decoding.py (pending).
+    with ``backend="eager"``). Measured on one H200 (0.5B shape, bf16, 50 beams, 32 users per batch,
+    benchmarks/generative_decoding.py): 232 users/s against 368 eager, after 25 s of compilation: the few decode
+    steps over ``rows`` beams are not launch-bound there, so it is off by default.
 
     Returns item indices ``[B, top_k]`` (distinct, never excluded; ``-1`` only when fewer items remain) and their
     sequence log-probabilities ``[B, top_k]`` (fp32, ``-inf`` with ``-1``), best first.
