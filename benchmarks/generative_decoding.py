@@ -46,21 +46,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, CompileConfig, GenerationConfig, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, CompileConfig, GenerationConfig, LlamaConfig
 
 from llmrec_ft.generative.decoding import constrained_beam_search, hf_generate_beam_search, release_static_cache
 from llmrec_ft.generative.semantic_ids import SemanticIDs
 from llmrec_ft.generative.trie import CatalogTrie
 from llmrec_ft.io import write_json
+from model_shapes import REAL_SHAPES  # noqa: E402  (benchmarks/, next to this script)
 
 BEAUTY_TEST_USERS = 22_363
 SHAPES = {
-    "qwen2.5-0.5b": (Qwen2Config, dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                                       num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
-                                       tie_word_embeddings=True, rope_theta=1e6, max_position_embeddings=32768)),
-    "qwen2.5-7b": (Qwen2Config, dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                                     num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-                                     tie_word_embeddings=False, rope_theta=1e6, max_position_embeddings=32768)),
+    **REAL_SHAPES,
     "tiny": (LlamaConfig, dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                                num_key_value_heads=2, vocab_size=4096, max_position_embeddings=1024)),
 }

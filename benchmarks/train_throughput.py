@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, LlamaConfig
 
 from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.io import write_json
@@ -58,27 +58,13 @@ from llmrec_ft.llm.packing import PackedCollator, register_varlen_attention
 from llmrec_ft.llm.projector import CollaborativeProjector
 from llmrec_ft.llm.tokens import CollaborativeTokenIds
 from llmrec_ft.train.collator import PointwiseCollator
+from model_shapes import REAL_SHAPES  # noqa: E402  (benchmarks/, next to this script)
 
 PEAK_TFLOPS = 789.0
 NUM_ITEMS, HISTORY = 1682, 10
 
-# Public config.json values of the real checkpoints (only the shapes matter: weights are random).
 SHAPES = {
-    "qwen2.5-0.5b": (Qwen2Config, dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                                       num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
-                                       tie_word_embeddings=True, rope_theta=1e6, max_position_embeddings=32768)),
-    "qwen2.5-7b": (Qwen2Config, dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                                     num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-                                     tie_word_embeddings=False, rope_theta=1e6, max_position_embeddings=32768)),
-    "llama-3.1-8b": (LlamaConfig, dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                                       rope_theta=500000.0, max_position_embeddings=131072,
-                                       rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                                     "high_freq_factor": 4.0,
-                                                     "original_max_position_embeddings": 8192})),
-    "mistral-7b": (MistralConfig, dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                                       num_attention_heads=32, num_key_value_heads=8, vocab_size=32768,
-                                       rope_theta=1e6, sliding_window=None, max_position_embeddings=32768)),
+    **REAL_SHAPES,
     # CPU smoke test of this script only
     "tiny": (LlamaConfig, dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                                num_key_value_heads=2, vocab_size=32000, max_position_embeddings=1024)),
