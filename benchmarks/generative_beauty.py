@@ -33,11 +33,11 @@ import torch
 from trl import SFTConfig
 
 from llmrec_ft.collab.sequences import ranking_batches
+from llmrec_ft.collab.trainer import PretrainedSASRecArgs
 from llmrec_ft.data import DataConfig, prepare_dataset
 from llmrec_ft.eval.ranking import RankingAccumulator
 from llmrec_ft.generative.examples import ExampleConfig
-from llmrec_ft.generative.pipeline import (CollabArgs, GenerativeEvalArgs, SemanticIDArgs, run_generative,
-                                           train_or_load_sasrec)
+from llmrec_ft.generative.pipeline import GenerativeEvalArgs, SemanticIDArgs, run_generative, train_or_load_sasrec
 from llmrec_ft.generative.training import GenerativeModelArgs
 from llmrec_ft.io import write_json
 from llmrec_ft.llm.backbone import EMBEDDED_MODEL
@@ -144,8 +144,8 @@ def main() -> None:
             runs = []
             for seed in args.seeds:
                 start = time.perf_counter()
-                sasrec, _ = train_or_load_sasrec(ds, CollabArgs(**collab), workdir / f"sasrec_seed{seed}", seed,
-                                                 use_cpu)
+                sasrec, _ = train_or_load_sasrec(ds, PretrainedSASRecArgs(**collab), workdir / f"sasrec_seed{seed}",
+                                                 seed, use_cpu)
                 train_s = time.perf_counter() - start
                 start = time.perf_counter()
                 runs.append({"seed": seed, **sasrec_both_protocols(sasrec.to("cpu" if use_cpu else "cuda"), ds,
@@ -172,9 +172,9 @@ def main() -> None:
                                   max_train_examples=pick("max_train_examples", "max_train_examples"),
                                   example_seed=seed),
                     SemanticIDArgs(sid_source=spec["sid_source"], text_encoder=args.text_encoder, sid_seed=seed),
-                    CollabArgs(sasrec_checkpoint=str(workdir / f"sasrec_seed{seed}" / "sasrec")
-                               if (workdir / f"sasrec_seed{seed}" / "sasrec" / "config.json").exists() else None,
-                               **collab),
+                    PretrainedSASRecArgs(sasrec_checkpoint=str(workdir / f"sasrec_seed{seed}" / "sasrec")
+                                         if (workdir / f"sasrec_seed{seed}" / "sasrec" / "config.json").exists()
+                                         else None, **collab),
                     GenerativeEvalArgs(num_beams=args.num_beams, eval_ks=[10, 20], eval_users=eval_users,
                                        eval_batch_size=pick("eval_batch_size", "eval_batch_size"), eval_valid=False),
                     sft)

@@ -37,7 +37,8 @@ from trl import SFTConfig, TrlParser
 from llmrec_ft import hub
 from llmrec_ft.data import DataConfig, prepare_dataset
 from llmrec_ft.generative.examples import ExampleConfig
-from llmrec_ft.generative.pipeline import CollabArgs, GenerativeEvalArgs, SemanticIDArgs, run_generative
+from llmrec_ft.collab.trainer import PretrainedSASRecArgs
+from llmrec_ft.generative.pipeline import GenerativeEvalArgs, SemanticIDArgs, run_generative
 from llmrec_ft.generative.training import FINAL_DIR, GenerativeModelArgs
 from llmrec_ft.io import write_json
 from llmrec_ft.provenance import git_commit
@@ -61,7 +62,7 @@ def summary(metrics: dict) -> str:
 
 
 def main(model_args: GenerativeModelArgs, example_config: ExampleConfig, data_args: DataConfig,
-         sid_args: SemanticIDArgs, collab_args: CollabArgs, eval_args: GenerativeEvalArgs,
+         sid_args: SemanticIDArgs, collab_args: PretrainedSASRecArgs, eval_args: GenerativeEvalArgs,
          training_args: SFTConfig) -> dict:
     push, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end
     output_dir = Path(training_args.output_dir)
@@ -94,6 +95,6 @@ def _tokenizer_of(trained: Path):
 
 
 if __name__ == "__main__":
-    parser = TrlParser((GenerativeModelArgs, ExampleConfig, DataConfig, SemanticIDArgs, CollabArgs,
+    parser = TrlParser((GenerativeModelArgs, ExampleConfig, DataConfig, SemanticIDArgs, PretrainedSASRecArgs,
                         GenerativeEvalArgs, SFTConfig))
     main(*parser.parse_args_and_config())

@@ -32,7 +32,7 @@ from transformers import set_seed
 from trl import SFTConfig, TrlParser
 
 from llmrec_ft import hub
-from llmrec_ft.collab.trainer import load_or_train_sasrec
+from llmrec_ft.collab.trainer import PretrainedSASRecArgs, load_or_train_sasrec
 from llmrec_ft.data import DataConfig, prepare_dataset
 from llmrec_ft.eval.report import format_metrics_table
 from llmrec_ft.io import write_json
@@ -49,21 +49,13 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SASRecArgs:
-    sasrec_checkpoint: str | None = field(default=None, metadata={
-        "help": "SASRec folder from recipes/sasrec.py; when missing, one is pre-trained here into output_dir/sasrec."})
-    sasrec_epochs: float = field(default=200, metadata={"help": "Pre-training epochs upper bound (early stopped)."})
-    sasrec_patience: int = field(default=10, metadata={"help": "Early-stopping patience of the pre-training."})
-
-
-@dataclass
 class EvalArgs:
     ranking_negatives: int = field(default=99, metadata={"help": "Sampled negatives per ranking user."})
     ranking_users: int | None = field(default=100, metadata={"help": "Test users ranked (None = all, 0 = skip)."})
 
 
-def main(model_args: HybridModelArgs, sample_args: PointwiseConfig, data_args: DataConfig, sasrec_args: SASRecArgs,
-         schedule_args: ScheduleArgs, eval_args: EvalArgs, training_args: SFTConfig) -> dict:
+def main(model_args: HybridModelArgs, sample_args: PointwiseConfig, data_args: DataConfig,
+         sasrec_args: PretrainedSASRecArgs, schedule_args: ScheduleArgs, eval_args: EvalArgs, training_args: SFTConfig) -> dict:
     push, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {"skip_prepare_dataset": True}
@@ -133,5 +125,6 @@ def main(model_args: HybridModelArgs, sample_args: PointwiseConfig, data_args: D
 
 
 if __name__ == "__main__":
-    parser = TrlParser((HybridModelArgs, PointwiseConfig, DataConfig, SASRecArgs, ScheduleArgs, EvalArgs, SFTConfig))
+    parser = TrlParser((HybridModelArgs, PointwiseConfig, DataConfig, PretrainedSASRecArgs, ScheduleArgs, EvalArgs,
+                        SFTConfig))
     main(*parser.parse_args_and_config())

@@ -142,6 +142,17 @@ def save_pretrained_atomic(model: PreTrainedModel, output_dir: str | os.PathLike
             os.replace(path, output_dir / path.name)
 
 
+@dataclass
+class PretrainedSASRecArgs:
+    """Where an LLM recipe's SASRec comes from (:func:`load_or_train_sasrec`). Field names double as YAML keys."""
+
+    sasrec_checkpoint: str | None = field(default=None, metadata={
+        "help": "SASRec folder from recipes/sasrec.py; when missing (and needed), one is trained into "
+                "output_dir/sasrec."})
+    sasrec_epochs: float = field(default=200, metadata={"help": "SASRec epochs upper bound (early stopped)."})
+    sasrec_patience: int = field(default=10, metadata={"help": "SASRec early-stopping patience (epochs)."})
+
+
 def load_or_train_sasrec(ds: datasets.DatasetDict, checkpoint: str | os.PathLike | None, output_dir: str | os.PathLike,
                          seed: int, epochs: float = 200, patience: int | None = 10, use_cpu: bool = False,
                          disable_tqdm: bool = True) -> tuple[SASRec, Path]:

@@ -37,7 +37,7 @@ from transformers import set_seed
 from trl import SFTConfig
 
 from llmrec_ft.collab.sasrec import SASRec
-from llmrec_ft.collab.trainer import evaluate_ranking, load_or_train_sasrec
+from llmrec_ft.collab.trainer import PretrainedSASRecArgs, evaluate_ranking, load_or_train_sasrec
 from llmrec_ft.data import num_items
 from llmrec_ft.generative.evaluate import CatalogDecoder, evaluate_generative
 from llmrec_ft.generative.examples import ExampleConfig, GenerativeExamples
@@ -67,14 +67,6 @@ class SemanticIDArgs:
 
 
 @dataclass
-class CollabArgs:
-    sasrec_checkpoint: str | None = field(default=None, metadata={
-        "help": "SASRec folder (recipes/sasrec.py); when missing and needed, one is trained into output_dir/sasrec."})
-    sasrec_epochs: float = field(default=200, metadata={"help": "SASRec epochs upper bound (early stopped)."})
-    sasrec_patience: int = field(default=10, metadata={"help": "SASRec early-stopping patience (epochs)."})
-
-
-@dataclass
 class GenerativeEvalArgs:
     num_beams: int = field(default=20, metadata={"help": "Beam width (>= the largest K)."})
     eval_ks: list[int] = field(default_factory=lambda: [5, 10, 20], metadata={"help": "K of HR/NDCG/MRR@K."})
@@ -90,7 +82,7 @@ def on_main_process(compute):
     return broadcast_object_list(result)[0]
 
 
-def train_or_load_sasrec(ds: datasets.DatasetDict, args: CollabArgs, output_dir: Path, seed: int,
+def train_or_load_sasrec(ds: datasets.DatasetDict, args: PretrainedSASRecArgs, output_dir: Path, seed: int,
                          use_cpu: bool = False) -> tuple[SASRec, dict]:
     """The checkpoint given, one trained earlier into ``output_dir/sasrec``, or a fresh early-stopped SASRec
     (:func:`~llmrec_ft.collab.trainer.load_or_train_sasrec`). Returns the model and its full-ranking test metrics
@@ -125,7 +117,7 @@ def item_embeddings(ds: datasets.DatasetDict, args: SemanticIDArgs, model_args: 
 
 
 def run_generative(ds: datasets.DatasetDict, model_args: GenerativeModelArgs, example_config: ExampleConfig,
-                   sid_args: SemanticIDArgs, collab_args: CollabArgs, eval_args: GenerativeEvalArgs,
+                   sid_args: SemanticIDArgs, collab_args: PretrainedSASRecArgs, eval_args: GenerativeEvalArgs,
                    training_args: SFTConfig) -> tuple[dict, Path]:
     """Train and evaluate one configuration; returns ``(metrics, trained folder)``. The folder holds the trained
     parts plus ``semantic_ids/`` and ``catalog.json`` (raw item ids and titles), all a reload needs;
