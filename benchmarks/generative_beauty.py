@@ -96,7 +96,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="gpu")
     parser.add_argument("--data", type=Path, default=SHARED / "amazon14-beauty", help="sequences.txt + items.tsv")
-    parser.add_argument("--rows", nargs="+", default=["sasrec", *ROWS], choices=["sasrec", *ROWS])
+    parser.add_argument("--rows", nargs="*", default=["sasrec", *ROWS], choices=["sasrec", *ROWS],
+                        help="Rows to run (none: only --append / --merge what earlier calls wrote).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="SASRec seeds.")
     parser.add_argument("--generative-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--model", default=EMBEDDED_MODEL, help="Backbone: embedded name, local dir or Hub id.")
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="Run folders (default: a temporary one).")
     parser.add_argument("--append", action="store_true",
                         help="Merge into --output's rows (runs of the same seed replaced): a table built over calls.")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[],
+                        help="Also merge these results files' rows (e.g. two processes run side by side on two GPUs).")
     args = parser.parse_args()
     budget = BUDGETS[args.budget]
     pick = lambda name, key: getattr(args, name) if getattr(args, name) is not None else budget[key]  # noqa: E731
@@ -138,6 +141,9 @@ def main() -> None:
                               "dtype": dtype, "eval_users": eval_users, "workdir": str(workdir)},
                    "counts": {"users": len(ds["test"]), "items": len(ds["items"])}, "rows": {}}
         earlier = earlier_runs(output, results) if args.append else {}
+        for path in args.merge:
+            for row, runs in earlier_runs(path, results).items():
+                earlier[row] = merge_runs(earlier.get(row, []), runs)
         results["rows"] = {row: summarise(runs) for row, runs in earlier.items()}
 
         if "sasrec" in args.rows:
@@ -192,14 +198,18 @@ def main() -> None:
 
 
 def earlier_runs(output: Path, results: dict) -> dict[str, list[dict]]:
-    """``{row: runs}`` of an earlier call's ``output``, which must be on the same data and evaluation users."""
+    """``{row: runs}`` of an earlier call's ``output``, which must be on the same data (same folder name, users
+    and items) and evaluation users."""
     if not output.exists():
         return {}
     earlier = json.loads(output.read_text())
-    for key in ("data", "eval_users", "model", "num_beams", "max_history"):
-        if earlier["config"][key] != results["config"][key]:
-            raise SystemExit(f"--append: {output} has {key}={earlier['config'][key]!r}, this call "
-                             f"{results['config'][key]!r}; pass another --output")
+    mine, theirs = results["config"], earlier["config"]
+    same = {"data": Path(theirs["data"]).name == Path(mine["data"]).name and earlier["counts"] == results["counts"],
+            **{key: theirs[key] == mine[key] for key in ("eval_users", "model", "num_beams", "max_history")}}
+    for key, equal in same.items():
+        if not equal:
+            raise SystemExit(f"{output} has {key}={theirs[key]!r}, this call {mine[key]!r}: a table must hold "
+                             "runs on the same data and users; pass another --output")
     results["config"]["earlier_calls"] = [*earlier["config"].get("earlier_calls", []),
                                           {k: v for k, v in earlier["config"].items() if k != "earlier_calls"}]
     return {row: data["runs"] for row, data in earlier["rows"].items()}
