@@ -373,6 +373,35 @@ def test_run_stage_works_with_a_default_sft_config(tiny, tmp_path):
         torch.testing.assert_close(model(**batch).logits, reloaded(**batch).logits, atol=1e-6, rtol=0)
 
 
+def test_a_second_stage_on_the_same_model_trains_under_autocast_too(tiny, tmp_path):
+    """Dual-stage trains one model twice; Accelerate skipped preparing it the second time (it stayed marked as
+    prepared), so the hybrid stage ran without the bf16 autocast the first stage had."""
+    from trl import SFTConfig
+
+    from llmrec_ft.llm.collaborative_lm import CollaborativeLM
+    from llmrec_ft.train.freezing import FreezeStage
+    from llmrec_ft.train.schedules import run_stage
+
+    model, tokenizer, encoded = tiny.build()
+    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True, bf16=True,
+                     report_to=[], disable_tqdm=True)
+    autocast_on: list[bool] = []
+    embed = CollaborativeLM.embed
+
+    def recording_embed(self, *args, **kwargs):
+        autocast_on.append(torch.is_autocast_enabled("cpu"))
+        return embed(self, *args, **kwargs)
+
+    CollaborativeLM.embed = recording_embed
+    try:
+        for stage in ("text_stage", "hybrid_stage"):
+            run_stage(stage, model, tokenizer, encoded, [FreezeStage(0, ("lora", "projector"))], args,
+                      collaborative=True)
+    finally:
+        CollaborativeLM.embed = embed
+    assert autocast_on == [True, True]
+
+
 # --- FC-16: incomplete checkpoints never load silently ----------------------------------------------------------
 
 @pytest.fixture

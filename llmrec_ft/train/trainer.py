@@ -51,11 +51,18 @@ def save_and_release(trainer: Trainer, model: torch.nn.Module, save_dir: str | P
     and the trained parts to ``save_dir`` on every rank (FSDP / ZeRO-3 gather the weights collectively), then
     hand ``model`` back as it was built. Accelerate's ``prepare()`` replaced ``model.forward`` in place by an
     autocast wrapper (``bf16: true``; ``SFTConfig`` defaults to it, CPU included) that Trainer leaves on: the
-    live model would keep computing in bf16 while a reload of ``save_dir`` computes in the model's dtype."""
+    live model would keep computing in bf16 while a reload of ``save_dir`` computes in the model's dtype.
+
+    ``prepare()`` also marked the model ``_is_accelerate_prepared``, and an Accelerator returns a marked model
+    untouched: the next stage's Trainer (dual-stage and hierarchical schedules train the same model twice) then
+    ran on one process without autocast, in the weights' dtype (fp32 on the default CPU job: 1.7x slower steps,
+    and not the precision the config asks for). The mark is removed with the wrapper. Under DDP the mark sits on
+    the DDP wrapper, not on ``model``, so several processes were not affected."""
     trainer.save_state()
     trainer.save_model(str(save_dir))
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # restores the original forward
+    model.__dict__.pop("_is_accelerate_prepared", None)
 
 
 class TrainableCollaborativeLM(CollaborativeLM):
