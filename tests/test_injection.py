@@ -117,6 +117,18 @@ def test_exactly_the_placeholder_positions_are_replaced(arch):
         torch.testing.assert_close(seen["embeds"][row][ids == model.token_ids.item], items[row, :n_items].flatten(0, 1))
 
 
+def test_collaborative_vectors_are_float32_under_bf16_autocast():
+    """Mixed-precision training keeps the collaborative model and projector in float32: the injected vectors are
+    exactly the float32 ones, while the decoder runs in bf16."""
+    model, tokenizer = build()
+    inputs = batch(tokenizer)
+    reference = model.embed(inputs["input_ids"], inputs["cf_history"], inputs["cf_items"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.embed(inputs["input_ids"], inputs["cf_history"], inputs["cf_items"])
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, reference, atol=0, rtol=0)
+
+
 def test_zero_projections_change_logits_only_from_the_first_placeholder_on():
     model, tokenizer = build(lora=False)
     with torch.no_grad():
