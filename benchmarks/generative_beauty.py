@@ -52,7 +52,7 @@ ROWS = {
     "sid_cf": dict(task="next_sid", history_format="codes", sid_source="text", collaborative_tokens=True),
     "title": dict(task="next_title", history_format="titles", sid_source="text"),
 }
-BUDGETS = {  # GPU: ~10 minutes for all rows on one H200 with the 135M model; CPU: a plumbing check
+BUDGETS = {  # GPU: ~4-7 minutes a generative row (SmolLM2-135M, one H200, 4,000 test users); CPU: a plumbing check
     "gpu": dict(max_steps=500, batch_size=32, eval_users=3000, max_users=None, max_train_examples=16000,
                 sasrec_epochs=200, sasrec_patience=10, eval_batch_size=64),
     "cpu": dict(max_steps=4, batch_size=4, eval_users=8, max_users=150, max_train_examples=64,
@@ -128,6 +128,8 @@ def main() -> None:
                   sasrec_patience=pick("sasrec_patience", "sasrec_patience"))
     use_cpu = args.budget == "cpu" or not torch.cuda.is_available()
     dtype = args.dtype or ("float32" if use_cpu else "bfloat16")
+    if not args.rows and not (args.append or args.merge):
+        raise SystemExit("--rows is empty: nothing to run; add --append and/or --merge to tabulate earlier runs")
     if not (args.data / "sequences.txt").exists():
         raise SystemExit(f"{args.data}/sequences.txt not found: pass --data or set LLMREC_FT_SHARED_DATA")
     output = args.output or ROOT / "benchmarks" / "results" / (
@@ -208,10 +210,12 @@ def earlier_runs(output: Path, results: dict) -> dict[str, list[dict]]:
             **{key: theirs[key] == mine[key] for key in ("eval_users", "model", "num_beams", "max_history")}}
     for key, equal in same.items():
         if not equal:
-            raise SystemExit(f"{output} has {key}={theirs[key]!r}, this call {mine[key]!r}: a table must hold "
+            found, wanted = ((theirs[key], mine[key]) if key != "data" else
+                             ((theirs["data"], earlier["counts"]), (mine["data"], results["counts"])))
+            raise SystemExit(f"{output} has {key}={found!r}, this call {wanted!r}: a table must hold "
                              "runs on the same data and users; pass another --output")
-    results["config"]["earlier_calls"] = [*earlier["config"].get("earlier_calls", []),
-                                          {k: v for k, v in earlier["config"].items() if k != "earlier_calls"}]
+    results["config"].setdefault("earlier_calls", []).extend(
+        [*theirs.get("earlier_calls", []), {k: v for k, v in theirs.items() if k != "earlier_calls"}])
     return {row: data["runs"] for row, data in earlier["rows"].items()}
 
 

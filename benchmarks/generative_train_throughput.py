@@ -9,7 +9,8 @@ residual k-means of Gaussian vectors): only the prompt shapes matter here, and n
 Rows: the default (32 examples a step), LoRA dropout 0, and 128 examples a step. A step's time is the median
 wall time between ``on_step_end`` callbacks after 10 warm-up steps, with a CUDA synchronize at each; if it
 barely grows with the batch, the step is bound by kernel launches and Python, not by the GPU.
-``--profile`` adds a ``torch.profiler`` table (CPU + CUDA) over 5 steps of the default row.
+``--profile`` adds, for the default row, ``torch.profiler`` (CPU + CUDA) over 5 steps: kernel launches, matmuls,
+dtype copies and GPU busy time per step, and the profiler's table.
 Writes ``benchmarks/results/generative_train_throughput.json``.
 """
 
@@ -63,7 +64,7 @@ def measure(ds, sids, model_name: str, batch: int, steps: int, lora_dropout: flo
                      disable_tqdm=True, dataloader_num_workers=0, completion_only_loss=True, padding_free=False)
     trainer = GenerativeSFTTrainer(model=model.cuda(), args=args, train_dataset=train, processing_class=tokenizer,
                                    callbacks=[clock])
-    table = None
+    profiled = None
     if profile:
         activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
         with torch.profiler.profile(activities=activities,
@@ -71,14 +72,27 @@ def measure(ds, sids, model_name: str, batch: int, steps: int, lora_dropout: flo
             trainer.add_callback(type("ProfilerStep", (TrainerCallback,),
                                       {"on_step_end": lambda self, *a, **k: prof.step()})())
             trainer.train()
-        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=50)
+        profiled = profile_summary(prof, steps=5)
     else:
         trainer.train()
     step_s = float(np.median(np.diff(clock.times[10:])))
     return {"batch": batch, "lora_dropout": lora_dropout, "median_step_ms": 1000 * step_s,
             "examples_per_s": batch / step_s,
             "mean_tokens_per_example": float(np.mean([len(ids) for ids in train["input_ids"]])),
-            "profile_table": table}
+            "profile": profiled}
+
+
+def profile_summary(prof, steps: int) -> dict:
+    """Per-step counts that say what bounds a step (kernel launches, matmuls, dtype copies, GPU busy time) and
+    the profiler's table, from ``steps`` profiled steps."""
+    averages = prof.key_averages()
+    count = {event.key: event.count for event in averages}
+    return {"steps_profiled": steps,
+            "kernel_launches_per_step": (count.get("cudaLaunchKernel", 0) + count.get("cuLaunchKernelEx", 0)) / steps,
+            "aten_mm_per_step": count.get("aten::mm", 0) / steps,
+            "aten_to_copy_per_step": count.get("aten::_to_copy", 0) / steps,
+            "gpu_busy_ms_per_step": sum(event.self_device_time_total for event in averages) / 1000 / steps,
+            "table": averages.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=50)}
 
 
 def main() -> None:
@@ -99,8 +113,8 @@ def main() -> None:
     for name, row in ROWS.items():
         rows[name] = measure(ds, sids, args.model, **row, profile=args.profile and name.startswith("default"))
         print(f"{name:<40} {rows[name]['median_step_ms']:7.0f} ms/step {rows[name]['examples_per_s']:7.0f} examples/s")
-        if rows[name]["profile_table"]:
-            print(rows[name]["profile_table"])
+        if rows[name]["profile"]:
+            print(rows[name]["profile"]["table"])
     write_json(args.out, {"device": torch.cuda.get_device_name(0), "model": args.model, "rows": rows})
     print(f"-> {args.out}")
 
