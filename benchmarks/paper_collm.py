@@ -1,7 +1,7 @@
 """SASRecLLM on its paper's protocol: CoLLM's MovieLens-1M (AUC / UAUC on test, warm/cold), next to CoLLM's rows.
 
     python benchmarks/paper_collm.py --model qwen2.5-coder-1.5b-instruct   # one H200, ~8 min (estimate)
-    python benchmarks/paper_collm.py --model smollm2-135m-instruct         # one H200, 241 s (measured)
+    python benchmarks/paper_collm.py --model smollm2-135m-instruct         # one H200, ~400 s (241 s + MF 154 s)
     python benchmarks/paper_collm.py --budget cpu --model smollm2-135m-instruct      # a tiny CPU check
 
 Rows, all on the same data (``recipes/configs/sasrecllm_collm_paper.yaml`` explains the protocol):
