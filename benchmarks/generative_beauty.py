@@ -205,18 +205,23 @@ def earlier_runs(output: Path, results: dict) -> dict[str, list[dict]]:
     if not output.exists():
         return {}
     earlier = json.loads(output.read_text())
-    mine, theirs = results["config"], earlier["config"]
-    same = {"data": Path(theirs["data"]).name == Path(mine["data"]).name and earlier["counts"] == results["counts"],
-            **{key: theirs[key] == mine[key] for key in ("eval_users", "model", "num_beams", "max_history")}}
-    for key, equal in same.items():
-        if not equal:
-            found, wanted = ((theirs[key], mine[key]) if key != "data" else
-                             ((theirs["data"], earlier["counts"]), (mine["data"], results["counts"])))
-            raise SystemExit(f"{output} has {key}={found!r}, this call {wanted!r}: a table must hold "
+    theirs, mine = table_identity(earlier), table_identity(results)
+    for key in mine:
+        if theirs[key] != mine[key]:
+            raise SystemExit(f"{output} has {key}={theirs[key]!r}, this call {mine[key]!r}: a table must hold "
                              "runs on the same data and users; pass another --output")
+    config = earlier["config"]
     results["config"].setdefault("earlier_calls", []).extend(
-        [*theirs.get("earlier_calls", []), {k: v for k, v in theirs.items() if k != "earlier_calls"}])
+        [*config.get("earlier_calls", []), {k: v for k, v in config.items() if k != "earlier_calls"}])
     return {row: data["runs"] for row, data in earlier["rows"].items()}
+
+
+def table_identity(results: dict) -> dict:
+    """What every run of one table shares: the data (folder name, users, items), evaluated users, model, beams and
+    history length."""
+    config = results["config"]
+    return {"data": [Path(config["data"]).name, results["counts"]],
+            **{key: config[key] for key in ("eval_users", "model", "num_beams", "max_history")}}
 
 
 def merge_runs(earlier: list[dict], new: list[dict]) -> list[dict]:
