@@ -35,9 +35,9 @@ from accelerate import PartialState
 from trl import SFTConfig, TrlParser
 
 from llmrec_ft import hub
+from llmrec_ft.collab.trainer import PretrainedSASRecArgs
 from llmrec_ft.data import DataConfig, prepare_dataset
 from llmrec_ft.generative.examples import ExampleConfig
-from llmrec_ft.collab.trainer import PretrainedSASRecArgs
 from llmrec_ft.generative.pipeline import GenerativeEvalArgs, SemanticIDArgs, run_generative
 from llmrec_ft.generative.training import FINAL_DIR, GenerativeModelArgs
 from llmrec_ft.io import write_json

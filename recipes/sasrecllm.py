@@ -55,7 +55,8 @@ class EvalArgs:
 
 
 def main(model_args: HybridModelArgs, sample_args: PointwiseConfig, data_args: DataConfig,
-         sasrec_args: PretrainedSASRecArgs, schedule_args: ScheduleArgs, eval_args: EvalArgs, training_args: SFTConfig) -> dict:
+         sasrec_args: PretrainedSASRecArgs, schedule_args: ScheduleArgs, eval_args: EvalArgs,
+         training_args: SFTConfig) -> dict:
     push, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {"skip_prepare_dataset": True}
