@@ -55,7 +55,7 @@ def save_and_release(trainer: Trainer, model: torch.nn.Module, save_dir: str | P
 
     ``prepare()`` also marked the model ``_is_accelerate_prepared``, and an Accelerator returns a marked model
     untouched: the next stage's Trainer (dual-stage and hierarchical schedules train the same model twice) then
-    ran on one process without autocast, in the weights' dtype (fp32 on the default CPU job: 1.7x slower steps,
+    ran on one process without autocast, in the weights' dtype (fp32 on the default CPU job: 1.8x slower steps,
     and not the precision the config asks for). The mark is removed with the wrapper. Under DDP the mark sits on
     the DDP wrapper, not on ``model``, so several processes were not affected."""
     trainer.save_state()
