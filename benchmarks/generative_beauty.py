@@ -130,6 +130,9 @@ def main() -> None:
     dtype = args.dtype or ("float32" if use_cpu else "bfloat16")
     if not args.rows and not (args.append or args.merge):
         raise SystemExit("--rows is empty: nothing to run; add --append and/or --merge to tabulate earlier runs")
+    for path in args.merge:
+        if not path.is_file():
+            raise SystemExit(f"--merge: {path} does not exist")
     if not (args.data / "sequences.txt").exists():
         raise SystemExit(f"{args.data}/sequences.txt not found: pass --data or set LLMREC_FT_SHARED_DATA")
     output = args.output or ROOT / "benchmarks" / "results" / (

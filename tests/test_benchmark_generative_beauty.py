@@ -45,3 +45,13 @@ def test_a_file_on_other_data_or_users_is_refused(tmp_path, change):
     path.write_text(json.dumps(earlier))
     with pytest.raises(SystemExit, match="same data and users"):
         BENCH["earlier_runs"](path, _results("/x/beauty", {}))
+
+
+@pytest.mark.parametrize("argv, message", [(["--rows"], "--rows is empty"),
+                                           (["--rows", "--merge", "missing.json"], "missing.json does not exist")])
+def test_bad_command_lines_stop_before_any_work(tmp_path, monkeypatch, argv, message):
+    output = tmp_path / "table.json"
+    monkeypatch.setattr("sys.argv", ["generative_beauty.py", "--data", str(tmp_path), "--output", str(output), *argv])
+    with pytest.raises(SystemExit, match=message):
+        BENCH["main"]()
+    assert not output.exists()
