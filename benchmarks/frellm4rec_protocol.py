@@ -17,7 +17,8 @@ Metrics on test: the authors' (target among 99 uniform items, history not exclud
 masked), mean ± std over seeds. Printed as markdown and written under the budget's key into
 ``<results_dir>/frellm4rec_protocol.json`` after every seed, with every run's metrics, timings and device;
 runs stored by earlier calls (same budget and backbone) are kept, so seeds and datasets can be run in
-separate calls.
+separate calls. Processes run side by side each take their own ``--results_dir``; ``--merge`` then puts
+their files into one table.
 
 Budgets: ``cpu`` = 2 steps of 8 sequences of 10 items, 2 SASRec epochs: checks the pipeline, the numbers mean
 nothing. ``gpu`` = 300 steps of 64 sequences of 20 items (lr 5e-4 as in the authors' run script), SASRec up to
@@ -117,6 +118,38 @@ def table_of(runs: dict) -> dict:
     return {key: {column: summarize(values) for column, values in rows[key].items()} for key in order if key in rows}
 
 
+def store(path: Path, merged: dict, runs: dict, budget: str, backbone: str) -> None:
+    """Print the table of ``runs`` and write it, with the runs, under ``budget`` in ``path`` (atomically)."""
+    table = table_of(runs)
+    report = markdown(table, budget)
+    print(report)
+    merged[budget] = {"backbone": backbone, "budget_flags": BUDGETS[budget], "table": table, "markdown": report,
+                      "runs": runs}
+    write_json(path, merged)
+
+
+def merged_runs(files: list[Path], budget: str, backbone: str) -> dict:
+    """The runs stored under ``budget`` in each of ``files``.
+
+    Raises:
+        SystemExit: a file is missing, lacks ``budget``, was made with another backbone or other budget flags, or
+            holds a run that another file holds with different metrics.
+    """
+    runs: dict = {}
+    for file in files:
+        if not file.is_file():
+            raise SystemExit(f"--merge {file}: no such file")
+        entry = json.loads(file.read_text()).get(budget)
+        if entry is None or entry["backbone"] != backbone or entry["budget_flags"] != BUDGETS[budget]:
+            raise SystemExit(f"--merge {file}: no runs of budget {budget!r} with backbone {backbone!r} and "
+                             f"today's budget flags {BUDGETS[budget]}")
+        for key, run in entry["runs"].items():
+            if key in runs and runs[key]["metrics"] != run["metrics"]:
+                raise SystemExit(f"--merge {file}: run {key!r} differs from the one in an earlier file")
+            runs[key] = run
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
@@ -126,12 +159,19 @@ def main() -> None:
     parser.add_argument("--backbone", default="smollm2-135m-instruct")
     parser.add_argument("--runs_dir", default=str(ROOT / "runs" / "bench_frellm4rec_protocol"))
     parser.add_argument("--results_dir", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--merge", nargs="+", type=Path, default=[],
+                        help="frellm4rec_protocol.json files of processes run side by side (each with its own "
+                             "--results_dir): their runs of this budget and backbone join ours; nothing is trained.")
     cli = parser.parse_args()
     path = Path(cli.results_dir) / "frellm4rec_protocol.json"
     merged = json.loads(path.read_text()) if path.exists() else {}
     previous = merged.get(cli.budget, {})
     # Runs of earlier invocations (other seeds or datasets) are kept, so the work can be split across calls.
     runs = previous.get("runs", {}) if previous.get("backbone") == cli.backbone else {}
+    if cli.merge:
+        runs.update(merged_runs(cli.merge, cli.budget, cli.backbone))
+        store(path, merged, runs, cli.budget, cli.backbone)
+        return
     for dataset in cli.datasets:
         flags = dataset_flags(dataset)
         if flags is None:
@@ -155,12 +195,7 @@ def main() -> None:
                                     for protocol, key in PROTOCOLS.items() for metric in METRICS},
                         "timings_s": metrics["timings"],
                         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-            table = table_of(runs)
-            report = markdown(table, cli.budget)
-            print(report)
-            merged[cli.budget] = {"backbone": cli.backbone, "budget_flags": BUDGETS[cli.budget], "table": table,
-                                  "markdown": report, "runs": runs}
-            write_json(path, merged)  # after every seed: an interrupted run keeps what it finished
+            store(path, merged, runs, cli.budget, cli.backbone)  # after every seed: an interrupted run keeps it
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ Rows, all on the same data (``recipes/configs/sasrecllm_collm_paper.yaml`` expla
 * SASRecLLM: the second stage, CoLLM's prompt with the user and candidate collaborative tokens.
 
 Each seed is one run of ``recipes/sasrecllm.py`` in a fresh process (reused when its ``metrics.json``
-exists). Prints mean +- std over seeds and writes ``benchmarks/results/paper_collm.json`` (atomically).
+exists; MF's per-seed metrics are kept beside them the same way, so seeds run on several machines or
+processes go into one table by copying their folders together and calling again). Prints mean +- std over
+seeds and writes ``benchmarks/results/paper_collm.json`` (atomically).
 Published rows are CoLLM's Table (7B Vicuna backbone); they are quoted, not re-run.
 """
 
@@ -150,8 +152,12 @@ def main() -> None:
     runs, mf_runs = {}, []
     for seed in args.seeds:
         runs[seed] = run_recipe(Path(args.output_dir) / tag / f"seed{seed}", {**budget, "seed": seed})
-        if not args.skip_mf:
-            mf_runs.append(mf_metrics(args.data_path, seed, budget["max_eval_samples"]))
+        if not args.skip_mf:  # MF does not depend on the LLM: one run per seed and test cap, kept like the recipe's
+            mf_path = Path(args.output_dir) / f"mf_eval{budget['max_eval_samples'] or 'all'}" / f"seed{seed}.json"
+            if not mf_path.exists():
+                write_json(mf_path, {**mf_metrics(args.data_path, seed, budget["max_eval_samples"]),
+                                     "device": "cuda" if torch.cuda.is_available() else "cpu"})
+            mf_runs.append(json.loads(mf_path.read_text()))
 
     def ours(name, key, sub, timing):
         per_seed = [(r[key][sub] if sub else r[key]) for r in runs.values()]

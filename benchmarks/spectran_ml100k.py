@@ -1,6 +1,8 @@
 """SpecTran vs. ID-only, MLP-adapter and SVD top-k on SASRec, GRU4Rec and BERT4Rec (embedded ML-100K).
 
     python benchmarks/spectran_ml100k.py [--seeds 0 1 2] [--workers 4] [-- any recipe override, e.g. --dropout 0.3]
+    python benchmarks/spectran_ml100k.py --config recipes/configs/spectran_beauty.yaml --name spectran_beauty \
+        --backbones sasrec hstu --workers 12     # SpecTran's protocol on Amazon Beauty (InfoNCE), one GPU
 
 Every run is ``recipes/spectran.py`` with ``recipes/configs/spectran_ml100k.yaml`` (hidden 64, max length 50,
 Adam 1e-3, at most 200 epochs, early stopping on valid NDCG@10 with patience 10), leave-one-out, every item
@@ -135,6 +137,7 @@ def main() -> None:
     recipe = load_recipe()
     model_args, data_args, _ = parse(recipe, args.config, ["--output_dir", tempfile.gettempdir(), *overrides])
     recipe.item_text_matrix(prepare_dataset(data_args), model_args)
+    dataset = "ML-100K" if data_args.dataset == "ml-100k" else Path(data_args.data_path).parent.name
 
     done = {(run["backbone"], run["adapter"], run["seed"]) for run in runs}
     jobs = [(backbone, adapter, seed) for seed in args.seeds for backbone in args.backbones
@@ -165,17 +168,18 @@ def main() -> None:
             label = run["adapter"] if key == "adapted" else "ID-only (item table)"
             spectra[run["backbone"]][label] = run["spectrum"][key]["normalized_singular_values"]
     plot_spectra(spectra, RESULTS / f"{args.name}_spectrum.png",
-                 title="Singular values of adapted item embeddings (ML-100K, seed %d)" % args.seeds[0])
+                 title=f"Singular values of adapted item embeddings ({dataset}, seed {args.seeds[0]})")
     write_json(RESULTS / f"{args.name}_spectrum.json", spectra)
     for run in runs:
         run["spectrum"] = {name: {"effective_rank": value["effective_rank"]} for name, value in run["spectrum"].items()}
     write_json(RESULTS / f"{args.name}.json", {
         "config": str(args.config.relative_to(ROOT)) if args.config.is_relative_to(ROOT) else str(args.config),
-        "overrides": overrides, "device": device, "workers": args.workers, "seconds_this_invocation": total,
+        "overrides": overrides, "dataset": dataset, "loss": model_args.loss, "device": device, "workers": args.workers,
+        "seconds_this_invocation": total,
         "seeds": args.seeds, "summary": summary, "gain_over_best_baseline": relative, "runs": runs})
 
-    print(f"\nML-100K leave-one-out, full ranking, test split, {len(args.seeds)} seeds (mean ± std), {device}, "
-          f"{len(jobs)} runs in {total / 60:.1f} min with {args.workers} workers\n")
+    print(f"\n{dataset} leave-one-out, full ranking, loss {model_args.loss}, test split, {len(args.seeds)} seeds "
+          f"(mean ± std), {device}, {len(jobs)} runs in {total / 60:.1f} min with {args.workers} workers\n")
     print("| backbone | item embedding | test NDCG@10 | test HR@10 | valid NDCG@10 | epochs | s/epoch "
           "| eff. rank (adapted) | device |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -1,7 +1,11 @@
 """The FreLLM4Rec protocol benchmark's bookkeeping (the runs themselves are the recipe, tested elsewhere)."""
 
+import json
 import runpy
+import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "frellm4rec_protocol.py"))
 
@@ -37,3 +41,38 @@ def test_table_pools_seeds_and_fills_both_leak_rows_without_tfm():
                            "ml-100k | +TFM | no leak"]
     assert table["ml-100k | no filter | no leak"]["sampled ndcg@10"]["per_seed"] == [0.1, 0.3]
     assert table["ml-100k | +TFM | no leak"]["full ndcg@10"]["mean"] == 0.02
+
+
+def _results_file(path, runs, backbone="smollm2-135m-instruct", budget="gpu"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"backbone": backbone, "budget_flags": BENCH["BUDGETS"][budget], "runs": runs}
+    path.write_text(json.dumps({budget: entry}))
+    return path
+
+
+def test_merge_joins_processes_and_rebuilds_the_table(tmp_path, monkeypatch):
+    def run(value):
+        return {"metrics": {f"{p} {m}": value for p in ("sampled", "full") for m in ("ndcg@10", "hr@10")}}
+    first = _results_file(tmp_path / "a" / "f.json", {"ml-100k | +TFM | leak | seed0": run(0.5)})
+    second = _results_file(tmp_path / "b" / "f.json", {"ml-100k | +TFM | leak | seed1": run(0.3),
+                                                      "ml-100k | +TFM | leak | seed0": run(0.5)})
+    monkeypatch.setattr(sys, "argv", ["x", "--budget", "gpu", "--results_dir", str(tmp_path / "out"),
+                                      "--merge", str(first), str(second)])
+    BENCH["main"]()
+    stored = json.loads((tmp_path / "out" / "frellm4rec_protocol.json").read_text())["gpu"]
+    assert sorted(stored["runs"]) == ["ml-100k | +TFM | leak | seed0", "ml-100k | +TFM | leak | seed1"]
+    assert stored["table"]["ml-100k | +TFM | leak"]["sampled ndcg@10"]["per_seed"] == [0.5, 0.3]
+
+
+def test_merge_refuses_missing_files_other_backbones_and_conflicting_runs(tmp_path):
+    merged_runs = BENCH["merged_runs"]
+    key = "ml-100k | +TFM | leak | seed0"
+    with pytest.raises(SystemExit, match="no such file"):
+        merged_runs([tmp_path / "missing.json"], "gpu", "smollm2-135m-instruct")
+    other = _results_file(tmp_path / "o.json", {key: {"metrics": {"x": 1.0}}}, backbone="gemma3-270m")
+    with pytest.raises(SystemExit, match="backbone 'smollm2-135m-instruct'"):
+        merged_runs([other], "gpu", "smollm2-135m-instruct")
+    one = _results_file(tmp_path / "1.json", {key: {"metrics": {"x": 1.0}}})
+    two = _results_file(tmp_path / "2.json", {key: {"metrics": {"x": 2.0}}})
+    with pytest.raises(SystemExit, match="differs"):
+        merged_runs([one, two], "gpu", "smollm2-135m-instruct")
