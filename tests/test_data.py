@@ -3,6 +3,8 @@
 import gzip
 import json
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,22 @@ def test_a_file_where_a_folder_is_expected_names_the_folder_and_its_files():
     with pytest.raises(DataError, match="is a folder, not a file"):  # any reader, below the dataset-level check
         from llmrec_ft.data.files import iter_lines
         list(iter_lines(FIXTURES))
+
+
+def test_processes_preparing_the_same_folder_take_turns(tmp_path, monkeypatch):
+    """Two preparations of one folder at once build it once; the second loads the first's copy (a race that
+    broke seeds run side by side on one machine)."""
+    from llmrec_ft.data import prepare as prepare_module
+    builds = []
+
+    def slow_build(config):
+        builds.append(config.dataset)
+        time.sleep(0.5)  # both would be inside the build at once without the lock
+        return build_dataset(config)
+
+    monkeypatch.setattr(prepare_module, "build_dataset", slow_build)
+    folder = tmp_path / "prepared"
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: prepare_dataset(_config("ml-100k-grouplens"), folder), range(2))
+    assert builds == ["ml-100k-grouplens"]
+    assert first["train"].to_dict() == second["train"].to_dict()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+from filelock import FileLock
 
 from llmrec_ft.assets import cache_dir
 from llmrec_ft.data.amazon import FORMATS as AMAZON_FORMATS
@@ -236,27 +237,34 @@ def prepare_dataset(config: DataConfig | None = None, output_dir: str | Path | N
 
     An existing folder is reused only if its manifest records the same format, options and source files
     (sha256): a stale cached copy (no ``output_dir``) is rebuilt, and a stale ``output_dir`` is a ``DataError``
-    asking for ``overwrite`` -- never silently returned."""
+    asking for ``overwrite`` -- never silently returned.
+
+    Processes that prepare the same folder at once (seeds run side by side on one machine) take turns through
+    a file lock beside it (``<folder>.lock``): the first builds, the others then load its copy. Without it each
+    rebuilt and replaced the folder while another process was already writing ``datasets`` map caches inside
+    it, which failed with ``FileNotFoundError`` (seen on a GPU machine, session 6)."""
     config = config or DataConfig()
     explicit = output_dir is not None
     output_dir = Path(output_dir) if explicit else default_output_dir(config)
-    if (output_dir / "manifest.json").exists() and not overwrite:
-        changed = _changed_since_built(output_dir, config)
-        if not changed:
-            return load_prepared(output_dir)
-        if explicit:
-            raise DataError(str(output_dir / "manifest.json"), f"this prepared dataset was built with other "
-                            f"{', '.join(changed)}; pass overwrite=True (--overwrite) or choose another folder")
-        logger.warning("%s was built with other %s; rebuilding it", output_dir, ", ".join(changed))
-    dataset, manifest = build_dataset(config)
-    with atomic_path(output_dir) as tmp:
-        datasets.disable_progress_bars()
-        try:
-            dataset.save_to_disk(str(tmp))
-        finally:
-            datasets.enable_progress_bars()
-        write_json(tmp / "manifest.json", manifest)
-    return load_prepared(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(output_dir.with_name(output_dir.name + ".lock"))):
+        if (output_dir / "manifest.json").exists() and not overwrite:
+            changed = _changed_since_built(output_dir, config)
+            if not changed:
+                return load_prepared(output_dir)
+            if explicit:
+                raise DataError(str(output_dir / "manifest.json"), f"this prepared dataset was built with other "
+                                f"{', '.join(changed)}; pass overwrite=True (--overwrite) or choose another folder")
+            logger.warning("%s was built with other %s; rebuilding it", output_dir, ", ".join(changed))
+        dataset, manifest = build_dataset(config)
+        with atomic_path(output_dir) as tmp:
+            datasets.disable_progress_bars()
+            try:
+                dataset.save_to_disk(str(tmp))
+            finally:
+                datasets.enable_progress_bars()
+            write_json(tmp / "manifest.json", manifest)
+        return load_prepared(output_dir)
 
 
 def _changed_since_built(output_dir: Path, config: DataConfig) -> list[str]:
