@@ -22,7 +22,8 @@ their files into one table.
 
 Budgets: ``cpu`` = 2 steps of 8 sequences of 10 items, 2 SASRec epochs: checks the pipeline, the numbers mean
 nothing. ``gpu`` = 300 steps of 64 sequences of 20 items (lr 5e-4 as in the authors' run script), SASRec up to
-50 epochs; its run time has not been measured yet.
+50 epochs; one dataset and seed (SASRec + 6 runs) took 11 min (ML-100K) and 18 min (Beauty) with six such
+processes sharing one H200 (session 6).
 """
 
 from __future__ import annotations

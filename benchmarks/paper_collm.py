@@ -1,6 +1,6 @@
 """SASRecLLM on its paper's protocol: CoLLM's MovieLens-1M (AUC / UAUC on test, warm/cold), next to CoLLM's rows.
 
-    python benchmarks/paper_collm.py --model qwen2.5-coder-1.5b-instruct   # one H200, ~8 min (estimate)
+    python benchmarks/paper_collm.py --model qwen2.5-coder-1.5b-instruct   # one H200: 9-12 min a seed, shared
     python benchmarks/paper_collm.py --model smollm2-135m-instruct         # one H200, ~400 s (241 s + MF 154 s)
     python benchmarks/paper_collm.py --budget cpu --model smollm2-135m-instruct      # a tiny CPU check
 
@@ -46,8 +46,9 @@ PUBLISHED = [  # CoLLM (arXiv 2310.19488) on this split, Vicuna-7B: (AUC, UAUC) 
 SHARED_CANDIDATES = [base / "shared" / "data" / "collm-ml-1m" for base in (ROOT, ROOT.parent, ROOT.parent.parent)]
 COLUMNS = ("auc_all", "uauc_all", "auc_warm", "uauc_warm", "auc_cold", "uauc_cold")
 BUDGETS = {  # recipe overrides per budget; CLI knobs below override these
-    # ~8 min for a 1.5B model on one H200: 400 steps x 32 rows per stage (12,800 of the 33,891 training rows, each
-    # seen once per stage), the whole test set; seeds are separate runs, so more seeds can go to more commands
+    # 400 steps x 32 rows per stage (12,800 of the 33,891 training rows, each seen once per stage), the whole
+    # test set; 4 min a seed for SmolLM2 alone on one H200, 9-12 min for the 1.5B model on an H200 shared with
+    # other runs; seeds are separate runs, so more seeds can go to more commands
     "gpu": {"max_steps": 400, "text_stage_max_steps": 400, "max_train_samples": 12800, "max_eval_samples": None,
             "per_device_train_batch_size": 32, "sasrec_epochs": 100},
     "cpu": {"max_steps": 12, "text_stage_max_steps": 12, "max_train_samples": 96, "max_eval_samples": 150,
@@ -156,7 +157,7 @@ def main() -> None:
             mf_path = Path(args.output_dir) / f"mf_eval{budget['max_eval_samples'] or 'all'}" / f"seed{seed}.json"
             if not mf_path.exists():
                 write_json(mf_path, {**mf_metrics(args.data_path, seed, budget["max_eval_samples"]),
-                                     "device": "cuda" if torch.cuda.is_available() else "cpu"})
+                                     "device": "cpu"})  # fit_mf trains on the CPU
             mf_runs.append(json.loads(mf_path.read_text()))
 
     def ours(name, key, sub, timing):
