@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import HfApi
 
-from llmrec_ft.collab.sasrec import SASRec
+from llmrec_ft.collab import load_id_model
 from llmrec_ft.assets import EMBEDDED_MODELS
 from llmrec_ft.io import atomic_path
 from llmrec_ft.llm.backbone import load_backbone
@@ -119,7 +119,7 @@ def load_artifacts(directory: str | Path, is_trainable: bool = False):
     lm, _ = load_backbone(config["model_name_or_path"], dtype=config.get("dtype", "float32"),
                           attn_implementation=config.get("attn_implementation", "sdpa"))
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    collab_model = SASRec.from_pretrained(directory / COLLAB_MODEL_DIR)
+    collab_model = load_id_model(directory / COLLAB_MODEL_DIR)
     model = CollaborativeLM.from_pretrained(directory, lm, tokenizer, collab_model, is_trainable=is_trainable)
     return model, tokenizer, config
 

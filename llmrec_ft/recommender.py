@@ -8,7 +8,8 @@ Three kinds of folders, told apart by what they hold:
 * **SASRecLLM** (``recipes/sasrecllm.py`` ``artifacts/``: ``config.yaml`` + ``projector.safetensors``): every
   catalogue item is a Yes/No candidate, scored through the shared-prefix scorer (``llm.prefix_scoring``:
   the history prompt runs once, then only the candidate suffixes); the score is ``logit(Yes) - logit(No)``;
-* **SASRec** (``recipes/sasrec.py`` output: ``config.json`` of a SASRec): full-catalogue next-item logits.
+* **SASRec** (``recipes/sasrec.py`` output: ``config.json`` of a SASRec, or of an HSTU): full-catalogue
+  next-item logits.
 
 Item ids in and out are the dataset's *raw* ids (strings, e.g. ASINs) when the folder carries ``catalog.json``
 (generative artifacts) or its config names the dataset (SASRecLLM: re-prepared from the cache), and the
@@ -70,16 +71,16 @@ class Recommender:
                 return cls._generative(directory, config, device)
             return cls._sasrecllm(directory, config, device)
         if (directory / "config.json").exists():
-            from llmrec_ft.collab.sasrec import SASRec
+            from llmrec_ft.collab import load_id_model
 
-            model = SASRec.from_pretrained(directory).to(device).eval()
+            model = load_id_model(directory).to(device)
             raw = [str(i) for i in range(1, model.config.num_items + 1)]
             return cls("sasrec", raw, _SASRecScorer(model), device)
         raise FileNotFoundError(f"{directory}: neither {CONFIG_YAML} (LLM artifacts) nor config.json (SASRec)")
 
     @classmethod
     def _generative(cls, directory: Path, config: dict, device: torch.device) -> "Recommender":
-        from llmrec_ft.collab.sasrec import SASRec
+        from llmrec_ft.collab import load_id_model
         from llmrec_ft.generative.evaluate import CatalogDecoder
         from llmrec_ft.generative.examples import ExampleConfig, GenerativeExamples
         from llmrec_ft.generative.pipeline import GenerativeEvalArgs, load_catalog, load_semantic_ids
@@ -90,7 +91,7 @@ class Recommender:
         model_args, example_config, eval_args = (_fields(c, config) for c in
                                                  (GenerativeModelArgs, ExampleConfig, GenerativeEvalArgs))
         sids, catalog = load_semantic_ids(directory), load_catalog(directory)
-        sasrec = SASRec.from_pretrained(directory / COLLAB_MODEL_DIR) if example_config.collaborative_tokens else None
+        sasrec = load_id_model(directory / COLLAB_MODEL_DIR) if example_config.collaborative_tokens else None
         model, tokenizer, code_ids = load_generative_model(directory, model_args, sids, sasrec)
         model.to(device)
         examples = GenerativeExamples(tokenizer, catalog["titles"], example_config,

@@ -23,6 +23,7 @@ import torch
 from accelerate import PartialState
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from llmrec_ft.collab import SequentialRecommender, load_id_model
 from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.collab.sequences import NextItemCollator, ranking_batches, training_windows
 from llmrec_ft.data import num_items
@@ -147,16 +148,17 @@ class PretrainedSASRecArgs:
     """Where an LLM recipe's SASRec comes from (:func:`load_or_train_sasrec`). Field names double as YAML keys."""
 
     sasrec_checkpoint: str | None = field(default=None, metadata={
-        "help": "SASRec folder from recipes/sasrec.py; when missing (and needed), one is trained into "
-                "output_dir/sasrec."})
+        "help": "ID-model folder from recipes/sasrec.py (a SASRec, or an HSTU with --model hstu); when missing "
+                "(and needed), a SASRec is trained into output_dir/sasrec."})
     sasrec_epochs: float = field(default=200, metadata={"help": "SASRec epochs upper bound (early stopped)."})
     sasrec_patience: int = field(default=10, metadata={"help": "SASRec early-stopping patience (epochs)."})
 
 
 def load_or_train_sasrec(ds: datasets.DatasetDict, checkpoint: str | os.PathLike | None, output_dir: str | os.PathLike,
                          seed: int, epochs: float = 200, patience: int | None = 10, use_cpu: bool = False,
-                         disable_tqdm: bool = True) -> tuple[SASRec, Path]:
-    """The SASRec an LLM recipe builds on, and its folder: ``checkpoint`` (from ``recipes/sasrec.py``), else one
+                         disable_tqdm: bool = True) -> tuple[SequentialRecommender, Path]:
+    """The SASRec an LLM recipe builds on, and its folder: ``checkpoint`` (from ``recipes/sasrec.py``; any ID
+    model with SASRec's interface, e.g. an HSTU, fits, :func:`llmrec_ft.collab.load_id_model`), else one
     trained earlier into ``output_dir/sasrec``, else a fresh one with the toolkit's defaults (CE loss, seeded by
     ``seed``, early-stopped on validation NDCG@10 after ``patience`` epochs) trained and saved there.
 
@@ -176,7 +178,8 @@ def load_or_train_sasrec(ds: datasets.DatasetDict, checkpoint: str | os.PathLike
         if trainer.is_world_process_zero():
             save_pretrained_atomic(trainer.model, path)
         PartialState().wait_for_everyone()
-    sasrec = SASRec.from_pretrained(path)
+    sasrec = load_id_model(path)  # a SASRec, or any ID model with its interface (an HSTU from recipes/sasrec.py)
     if sasrec.config.num_items != num_items(ds):
-        raise ValueError(f"{path}: SASRec has {sasrec.config.num_items} items, the data has {num_items(ds)}")
-    return sasrec.eval(), path
+        raise ValueError(f"{path}: {type(sasrec).__name__} has {sasrec.config.num_items} items, the data has "
+                         f"{num_items(ds)}")
+    return sasrec, path
