@@ -129,24 +129,28 @@ def store(path: Path, merged: dict, runs: dict, budget: str, backbone: str) -> N
     write_json(path, merged)
 
 
-def merged_runs(files: list[Path], budget: str, backbone: str) -> dict:
-    """The runs stored under ``budget`` in each of ``files``.
+def merged_runs(files: list[Path], budget: str, backbone: str, runs: dict) -> dict:
+    """``runs`` (those already stored) plus the runs stored under ``budget`` in each of ``files``.
 
     Raises:
-        SystemExit: a file is missing, lacks ``budget``, was made with another backbone or other budget flags, or
-            holds a run that another file holds with different metrics.
+        SystemExit: a file is missing, has no ``budget`` entry, was made with another backbone or other budget
+            flags, or holds a run that ``runs`` or an earlier file holds with different metrics.
     """
-    runs: dict = {}
+    runs = dict(runs)
     for file in files:
         if not file.is_file():
             raise SystemExit(f"--merge {file}: no such file")
         entry = json.loads(file.read_text()).get(budget)
-        if entry is None or entry["backbone"] != backbone or entry["budget_flags"] != BUDGETS[budget]:
-            raise SystemExit(f"--merge {file}: no runs of budget {budget!r} with backbone {backbone!r} and "
-                             f"today's budget flags {BUDGETS[budget]}")
+        if entry is None:
+            raise SystemExit(f"--merge {file}: no {budget!r} entry")
+        if entry["backbone"] != backbone:
+            raise SystemExit(f"--merge {file}: made with backbone {entry['backbone']!r}, not {backbone!r} (--backbone)")
+        if entry["budget_flags"] != BUDGETS[budget]:
+            raise SystemExit(f"--merge {file}: made with budget flags {entry['budget_flags']}, not today's "
+                             f"{BUDGETS[budget]}")
         for key, run in entry["runs"].items():
             if key in runs and runs[key]["metrics"] != run["metrics"]:
-                raise SystemExit(f"--merge {file}: run {key!r} differs from the one in an earlier file")
+                raise SystemExit(f"--merge {file}: run {key!r} differs from the one already stored or merged")
             runs[key] = run
     return runs
 
@@ -169,9 +173,8 @@ def main() -> None:
     previous = merged.get(cli.budget, {})
     # Runs of earlier invocations (other seeds or datasets) are kept, so the work can be split across calls.
     runs = previous.get("runs", {}) if previous.get("backbone") == cli.backbone else {}
-    if cli.merge:
-        runs.update(merged_runs(cli.merge, cli.budget, cli.backbone))
-        store(path, merged, runs, cli.budget, cli.backbone)
+    if cli.merge:  # --datasets and --seeds do not apply: every run of every file joins
+        store(path, merged, merged_runs(cli.merge, cli.budget, cli.backbone, runs), cli.budget, cli.backbone)
         return
     for dataset in cli.datasets:
         flags = dataset_flags(dataset)

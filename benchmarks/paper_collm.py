@@ -154,7 +154,8 @@ def main() -> None:
     for seed in args.seeds:
         runs[seed] = run_recipe(Path(args.output_dir) / tag / f"seed{seed}", {**budget, "seed": seed})
         if not args.skip_mf:  # MF does not depend on the LLM: one run per seed and test cap, kept like the recipe's
-            mf_path = Path(args.output_dir) / f"mf_eval{budget['max_eval_samples'] or 'all'}" / f"seed{seed}.json"
+            cap = budget["max_eval_samples"] or "all"
+            mf_path = Path(args.output_dir) / f"mf_{Path(args.data_path).name}_eval{cap}" / f"seed{seed}.json"
             if not mf_path.exists():
                 write_json(mf_path, {**mf_metrics(args.data_path, seed, budget["max_eval_samples"]),
                                      "device": "cpu"})  # fit_mf trains on the CPU

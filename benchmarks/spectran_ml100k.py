@@ -137,7 +137,8 @@ def main() -> None:
     recipe = load_recipe()
     model_args, data_args, _ = parse(recipe, args.config, ["--output_dir", tempfile.gettempdir(), *overrides])
     recipe.item_text_matrix(prepare_dataset(data_args), model_args)
-    dataset = "ML-100K" if data_args.dataset == "ml-100k" else Path(data_args.data_path).parent.name
+    dataset = {"ml-100k": "ML-100K", "sequences": Path(data_args.data_path or "").parent.name}.get(
+        data_args.dataset, data_args.dataset)  # a sequences file is named after its folder (amazon14-beauty)
 
     done = {(run["backbone"], run["adapter"], run["seed"]) for run in runs}
     jobs = [(backbone, adapter, seed) for seed in args.seeds for backbone in args.backbones

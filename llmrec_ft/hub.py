@@ -4,7 +4,7 @@ Layout (what ``CollaborativeLM.save_pretrained`` writes, plus what a user needs 
 
     adapter_config.json, adapter_model.safetensors   PEFT LoRA adapter (load on the base model)
     projector.safetensors, collaborative_lm.json     collaborative projector + placeholder token ids
-    collab_model/config.json, model.safetensors      the SASRec checkpoint the projector was trained with
+    collab_model/config.json, model.safetensors      the SASRec (or HSTU) the projector was trained with
     tokenizer.json, tokenizer_config.json, ...       tokenizer with <|user_cf|> / <|item_cf|> added
     config.yaml                                      the fully resolved recipe config
     metrics.json                                     test metrics of this run

@@ -76,7 +76,7 @@ class Recommender:
             model = load_id_model(directory).to(device)
             raw = [str(i) for i in range(1, model.config.num_items + 1)]
             return cls("sasrec", raw, _SASRecScorer(model), device)
-        raise FileNotFoundError(f"{directory}: neither {CONFIG_YAML} (LLM artifacts) nor config.json (SASRec)")
+        raise FileNotFoundError(f"{directory}: neither {CONFIG_YAML} (LLM artifacts) nor config.json (SASRec or HSTU)")
 
     @classmethod
     def _generative(cls, directory: Path, config: dict, device: torch.device) -> "Recommender":

@@ -1,7 +1,7 @@
 """Train SASRec (or HSTU) on a prepared dataset, early-stopped on validation NDCG@10; save it and its test metrics.
 
     python recipes/sasrec.py --config recipes/configs/sasrec_ml100k.yaml [--seed 1 --output_dir ...]
-    python recipes/sasrec.py --config recipes/configs/sasrec_ml100k.yaml --model hstu    # the HSTU baseline
+    python recipes/sasrec.py --config recipes/configs/sasrec_ml100k.yaml --model hstu --output_dir runs/hstu_ml100k
     accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sasrec.py --config ...
 
 ``output_dir`` ends with ``config.json`` + ``model.safetensors`` (load with ``llmrec_ft.collab.load_id_model``) and

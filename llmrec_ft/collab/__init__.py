@@ -1,9 +1,11 @@
 """Collaborative (ID-based) sequential recommenders and the Trainer glue they share.
 
 Importing this package registers every backbone with ``AutoConfig``/``AutoModel``, so
-``AutoModel.from_pretrained(path)`` loads any saved ID model; :func:`load_id_model` does that and checks it.
+``AutoModel.from_pretrained(path)`` loads any saved ID model; :func:`load_id_model` loads the two that can serve
+as an LLM's collaborative model.
 """
 
+import json
 from pathlib import Path
 
 from transformers import AutoModel
@@ -18,21 +20,23 @@ __all__ = ["BERT4Rec", "BERT4RecConfig", "GRU4Rec", "GRU4RecConfig", "HSTU", "HS
            "SequenceModelOutput", "SequentialRecommender", "load_id_model"]
 
 
-def load_id_model(path: str | Path) -> SequentialRecommender:
-    """The ID model saved in ``path`` (SASRec, HSTU, GRU4Rec or BERT4Rec, by its ``config.json``), in eval mode.
+def load_id_model(path: str | Path) -> SASRec | HSTU:
+    """The SASRec or HSTU saved in ``path`` (by its ``config.json``), in eval mode.
 
     Wherever the toolkit takes a pretrained collaborative model (``sasrec_checkpoint`` of the LLM recipes, the
-    Hub and :class:`~llmrec_ft.recommender.Recommender` loaders), any of them fits: they share the item table,
-    ``encode`` and ``sequence_representation`` (:class:`SequentialRecommender`).
+    Hub and :class:`~llmrec_ft.recommender.Recommender` loaders), either fits: they share the item-table layout
+    (row 0 padding, rows ``1..N`` items), ``encode``, ``sequence_representation`` and a history of ``max_len``
+    items. GRU4Rec and BERT4Rec are refused: BERT4Rec's table has a [MASK] row and reads ``max_len - 1`` items.
 
     Raises:
         FileNotFoundError: ``path`` has no ``config.json``.
-        TypeError: the folder holds a model that is not one of the toolkit's ID models.
+        TypeError: the folder holds another model (checked on ``config.json``, before any weight is read).
     """
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no config.json, not a saved ID model (recipes/sasrec.py writes one)")
-    model = AutoModel.from_pretrained(path)
-    if not isinstance(model, SequentialRecommender):
-        raise TypeError(f"{path}: holds a {type(model).__name__}, not an ID model (SASRec, HSTU, GRU4Rec, BERT4Rec)")
-    return model.eval()
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type not in (SASRecConfig.model_type, HSTUConfig.model_type):
+        raise TypeError(f"{path}: config.json has model_type {model_type!r}; a collaborative model must be a SASRec "
+                        f"({SASRecConfig.model_type!r}) or an HSTU ({HSTUConfig.model_type!r}) from recipes/sasrec.py")
+    return AutoModel.from_pretrained(path).eval()

@@ -1,8 +1,10 @@
 """Pointwise matrix factorisation: CoLLM's MF baseline (``baseline_train_mf_ood.py`` in zyang1580/CoLLM).
 
 ``score(u, i) = <p_u, q_i>``, trained with binary cross-entropy on the Yes/No labels of the training rows
-(mini-batch Adam, weight decay), early-stopped on validation AUC. Users and items never seen in training keep
-their random initial vectors, which is why MF is near chance on cold items -- the gap CoLLM's paper is about.
+(mini-batch Adam, weight decay), early-stopped on validation AUC. Users and items never seen in training get
+only the weight-decay gradient, which Adam scales up to full-size steps toward zero: their vectors shrink to about
+zero, so cold scores tie near 0 (cold AUC at or near 0.5, measured in ``benchmarks/results/paper_collm_gpu_runs.json``)
+-- MF is at chance on cold items, the gap CoLLM's paper is about.
 """
 
 from __future__ import annotations

@@ -163,8 +163,8 @@ def load_or_train_sasrec(ds: datasets.DatasetDict, checkpoint: str | os.PathLike
     ``seed``, early-stopped on validation NDCG@10 after ``patience`` epochs) trained and saved there.
 
     Several processes train it data-parallel; the main process saves it and every process loads the saved copy.
-    Raises ``FileNotFoundError`` for a ``checkpoint`` without ``config.json``, ``ValueError`` when its catalogue
-    size differs from ``ds``'s."""
+    Raises ``FileNotFoundError`` for a ``checkpoint`` without ``config.json``, ``TypeError`` when it holds
+    neither a SASRec nor an HSTU, ``ValueError`` when its catalogue size differs from ``ds``'s."""
     path = Path(checkpoint) if checkpoint else Path(output_dir) / "sasrec"
     if checkpoint and not (path / "config.json").exists():
         raise FileNotFoundError(f"sasrec_checkpoint={checkpoint}: no config.json there; train one with "

@@ -247,7 +247,7 @@ def prepare_dataset(config: DataConfig | None = None, output_dir: str | Path | N
     explicit = output_dir is not None
     output_dir = Path(output_dir) if explicit else default_output_dir(config)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(output_dir.with_name(output_dir.name + ".lock"))):
+    with FileLock(str(output_dir.resolve().with_name(output_dir.resolve().name + ".lock"))):
         if (output_dir / "manifest.json").exists() and not overwrite:
             changed = _changed_since_built(output_dir, config)
             if not changed:
