@@ -75,7 +75,8 @@ class Recommender:
 
             model = load_id_model(directory).to(device)
             raw = [str(i) for i in range(1, model.config.num_items + 1)]
-            return cls("sasrec", raw, _SASRecScorer(model), device)
+            kind = model.config.model_type.removeprefix("llmrec_")  # "sasrec" or "hstu"
+            return cls(kind, raw, _SASRecScorer(model), device)
         raise FileNotFoundError(f"{directory}: neither {CONFIG_YAML} (LLM artifacts) nor config.json (SASRec or HSTU)")
 
     @classmethod

@@ -17,12 +17,12 @@ from llmrec_ft.train.tiny import save_tiny_backbone, tiny_collaborative_lm
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sasrec", "hstu"])  # either ID model serves as the collaborative one
+def saved(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("hub")
     ds, _ = build_dataset(DataConfig(dataset="ml-100k-grouplens", data_path=str(FIXTURES / "ml-100k")))
     backbone = save_tiny_backbone(root / "tiny-qwen2", "qwen2", hidden_size=32, num_layers=1)
-    model, tokenizer = tiny_collaborative_lm(backbone, num_items(ds))
+    model, tokenizer = tiny_collaborative_lm(backbone, num_items(ds), collab_model=request.param)
     with torch.no_grad():  # make every part matter: non-zero LoRA B, distinct projector and SASRec
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -53,7 +53,7 @@ def test_layout(saved):
 def test_reloaded_artifacts_reproduce_the_scores(saved):
     artifacts, encoded, scores, original = saved
     model, tokenizer, config = hub.load_artifacts(artifacts)
-    assert config["schedule"] == "dual_stage"
+    assert config["schedule"] == "dual_stage" and type(model.collab_model) is type(original.collab_model)
     yes, no = answer_token_ids(tokenizer)
     reloaded = yes_probabilities(model, encoded, tokenizer.pad_token_id, yes, no, True, batch_size=4)
     torch.testing.assert_close(reloaded, scores, rtol=0, atol=1e-6)

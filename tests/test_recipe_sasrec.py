@@ -76,8 +76,9 @@ def test_hstu_baseline_trains_and_serves_wherever_sasrec_does(tmp_path):
     assert isinstance(collaborative, HSTU) and path == tmp_path
     reloaded = evaluate_ranking(collaborative, ds, "test", ks=[10])
     assert reloaded["all"]["ndcg@10"] == pytest.approx(metrics["test"]["all"]["ndcg@10"], abs=1e-6)
-    items, _ = Recommender.from_pretrained(tmp_path, device="cpu").recommend([["1", "2", "3"]], k=5)
-    assert len(items[0]) == 5 and not {"1", "2", "3"} & set(items[0])
+    recommender = Recommender.from_pretrained(tmp_path, device="cpu")
+    items, _ = recommender.recommend([["1", "2", "3"]], k=5)
+    assert recommender.kind == "hstu" and len(items[0]) == 5 and not {"1", "2", "3"} & set(items[0])
 
 
 def test_load_id_model_refuses_other_models(tmp_path):

@@ -46,13 +46,13 @@ def save_tiny_backbone(directory: str | Path, architecture: str = "llama", token
 
 
 def tiny_collaborative_lm(backbone_dir: str | Path, num_items: int, collab_hidden: int = 16, lora_r: int = 4,
-                          seed: int = 0):
+                          seed: int = 0, collab_model: str = "sasrec"):
     """``(TrainableCollaborativeLM, tokenizer)``: the backbone in ``backbone_dir`` with the placeholder tokens,
-    a LoRA adapter on the attention projections, a random 1-block SASRec and a projector -- the same
-    assembly as the recipe, in miniature."""
+    a LoRA adapter on the attention projections, a random 1-block ``collab_model`` (``sasrec`` or ``hstu``)
+    and a projector -- the same assembly as the recipe, in miniature."""
     from peft import LoraConfig, get_peft_model
 
-    from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
+    from llmrec_ft.collab import HSTU, HSTUConfig, SASRec, SASRecConfig
     from llmrec_ft.llm.backbone import load_backbone
     from llmrec_ft.llm.projector import CollaborativeProjector
     from llmrec_ft.llm.tokens import add_collaborative_tokens
@@ -63,7 +63,8 @@ def tiny_collaborative_lm(backbone_dir: str | Path, num_items: int, collab_hidde
     token_ids = add_collaborative_tokens(tokenizer, lm)
     lm = get_peft_model(lm, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules=["q_proj", "v_proj"],
                                        lora_dropout=0.0, task_type="CAUSAL_LM"))
-    sasrec = SASRec(SASRecConfig(num_items=num_items, hidden_size=collab_hidden, num_blocks=1, max_len=50))
+    model_class, config_class = {"sasrec": (SASRec, SASRecConfig), "hstu": (HSTU, HSTUConfig)}[collab_model]
+    sasrec = model_class(config_class(num_items=num_items, hidden_size=collab_hidden, num_blocks=1, max_len=50))
     width = lm.get_input_embeddings().embedding_dim
     projector = CollaborativeProjector(collab_hidden, 2 * collab_hidden, width)
     return TrainableCollaborativeLM(lm, projector, sasrec, token_ids), tokenizer
