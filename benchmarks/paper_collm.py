@@ -3,6 +3,7 @@
     python benchmarks/paper_collm.py --model qwen2.5-coder-1.5b-instruct   # one H200: 9-12 min a seed, shared
     python benchmarks/paper_collm.py --model smollm2-135m-instruct         # one H200, ~400 s (241 s + MF 154 s)
     python benchmarks/paper_collm.py --budget cpu --model smollm2-135m-instruct      # a tiny CPU check
+    python benchmarks/paper_collm.py --budget gpu_valid --model qwen2.5-coder-1.5b-instruct   # the authors' schedule
 
 Rows, all on the same data (``recipes/configs/sasrecllm_collm_paper.yaml`` explains the protocol):
 
@@ -51,20 +52,28 @@ BUDGETS = {  # recipe overrides per budget; CLI knobs below override these
     # other runs; seeds are separate runs, so more seeds can go to more commands
     "gpu": {"max_steps": 400, "text_stage_max_steps": 400, "max_train_samples": 12800, "max_eval_samples": None,
             "per_device_train_batch_size": 32, "sasrec_epochs": 100},
+    # the authors' schedule: every training row, up to 2 epochs per stage, valid AUC (2,000 valid rows) every 200
+    # steps, each stage ending on its best checkpoint, early stopping after 3 evaluations without gain; not run
+    # yet (an estimate: 1,059 steps an epoch; 15-25 min a seed for the 1.5B model on one H200)
+    "gpu_valid": {"max_steps": -1, "text_stage_max_steps": -1, "num_train_epochs": 2, "max_train_samples": None,
+                  "max_eval_samples": None, "max_valid_samples": 2000, "per_device_train_batch_size": 32,
+                  "sasrec_epochs": 100, "eval_strategy": "steps", "eval_steps": 200, "save_steps": 200,
+                  "load_best_model_at_end": "true", "metric_for_best_model": "auc", "early_stopping_patience": 3},
     "cpu": {"max_steps": 12, "text_stage_max_steps": 12, "max_train_samples": 96, "max_eval_samples": 150,
             "per_device_train_batch_size": 4, "sasrec_epochs": 5, "dtype": "float32", "bf16": "false",
             "use_cpu": "true", "per_device_eval_batch_size": 16},
 }
 
 
-def run_recipe(output_dir: Path, overrides: dict) -> dict:
-    """One ``recipes/sasrecllm.py`` run (or its saved metrics); adds the wall seconds."""
+def run_recipe(output_dir: Path, overrides: dict, extra: list[str]) -> dict:
+    """One ``recipes/sasrecllm.py`` run (or its saved metrics); adds the wall seconds. ``extra``: more recipe
+    arguments, passed as they are (after the budget's)."""
     metrics_path = output_dir / "metrics.json"
     if not metrics_path.exists():
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         args = [f"--{key}={value}" for key, value in overrides.items() if value is not None]
         command = [sys.executable, "recipes/sasrecllm.py", "--config", CONFIG, "--output_dir", str(output_dir),
-                   "--schedule", "dual_stage", "--disable_tqdm", "true", *args]
+                   "--schedule", "dual_stage", "--disable_tqdm", "true", *args, *extra]
         start = time.perf_counter()
         with open(output_dir.with_suffix(".log"), "w") as log:
             result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -138,7 +147,8 @@ def main() -> None:
     parser.add_argument("--skip_mf", action="store_true")
     parser.add_argument("--output_dir", default="runs/paper_collm")
     parser.add_argument("--results", default=str(RESULTS))
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # the rest goes to the recipe, e.g. -- --eval_steps 100
+    extra = [arg for arg in extra if arg != "--"]
     if not Path(args.data_path).is_dir():
         raise SystemExit(f"{args.data_path}: no CoLLM data there (see ../shared/data/collm-ml-1m/README.md)")
 
@@ -152,7 +162,7 @@ def main() -> None:
     tag = f"{Path(args.model).name}_{args.budget}"
     runs, mf_runs = {}, []
     for seed in args.seeds:
-        runs[seed] = run_recipe(Path(args.output_dir) / tag / f"seed{seed}", {**budget, "seed": seed})
+        runs[seed] = run_recipe(Path(args.output_dir) / tag / f"seed{seed}", {**budget, "seed": seed}, extra)
         if not args.skip_mf:  # MF does not depend on the LLM: one run per seed and test cap, kept like the recipe's
             cap = budget["max_eval_samples"] or "all"
             mf_path = Path(args.output_dir) / f"mf_{Path(args.data_path).name}_eval{cap}" / f"seed{seed}.json"
@@ -180,6 +190,8 @@ def main() -> None:
     print(table)
     first = next(iter(runs.values()))
     write_json(args.results, {"model": args.model, "budget": args.budget, "seeds": args.seeds, "overrides": budget,
+                              "extra_recipe_args": extra,
+                              "model_selection": {seed: r.get("model_selection") for seed, r in runs.items()},
                               "device": first.get("device"),
                               "samples": first["samples"], "rows": rows, "markdown": table,
                               "wall_seconds": {seed: r.get("wall_seconds") for seed, r in runs.items()}})

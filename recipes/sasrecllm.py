@@ -41,7 +41,7 @@ from llmrec_ft.provenance import git_commit
 from llmrec_ft.train.freezing import FreezeStage
 from llmrec_ft.train.hybrid_model import HybridModelArgs, build_hybrid_model
 from llmrec_ft.train.pointwise_data import PointwiseConfig, build_pointwise_samples, encode_pointwise, warm_cold_test_sets
-from llmrec_ft.train.schedules import ScheduleArgs, final_model_dir, hybrid_stages, run_stage
+from llmrec_ft.train.schedules import ScheduleArgs, final_model_dir, hybrid_stages, run_stage, stage_selection
 from llmrec_ft.train.scoring import paired_auc_gaps, ranking_candidates, sasrec_baseline_reports, yes_no_report
 from llmrec_ft.train.zero3 import whole_weights
 
@@ -98,16 +98,25 @@ def main(model_args: HybridModelArgs, sample_args: PointwiseConfig, data_args: D
         return yes_no_report(model, tokenizer, {g: encode(s, collaborative) for g, s in test_sets.items()},
                              encode(ranking_rows, collaborative), collaborative, negatives, training_args)
 
+    def valid(collaborative):  # model selection on valid AUC, only when the stages evaluate (eval_strategy)
+        return encode(samples["valid"], collaborative) if training_args.eval_strategy != "no" else None
+
     baselines = {"chance": None}  # SASRecLLM's AUC gap over each, on the same test samples
+    patience = schedule_args.early_stopping_patience
     if schedule_args.schedule == "dual_stage":  # the text-only LoRA stage: TALLRec's model, the row to beat
         timings["text_stage"] = run_stage("text_stage", model, tokenizer, encode(samples["train"], False),
                                           [FreezeStage(0, ("lora",))], training_args, collaborative=False,
-                                          max_steps=schedule_args.text_stage_max_steps)
+                                          max_steps=schedule_args.text_stage_max_steps, valid_dataset=valid(False),
+                                          early_stopping_patience=patience)
         metrics["text_only_lora"], baselines["text_only_lora"] = evaluate(collaborative=False)
     stage = "plug_and_play" if schedule_args.schedule == "plug_and_play" else "hybrid_stage"
     timings[stage] = run_stage(stage, model, tokenizer, encode(samples["train"], True), hybrid_stages(schedule_args),
-                               training_args, collaborative=True)
+                               training_args, collaborative=True, valid_dataset=valid(True),
+                               early_stopping_patience=patience)
     metrics["sasrecllm"], scores = evaluate(collaborative=True)
+    selection = {name: stage_selection(output_dir, name) for name in ("text_stage", stage) if name in timings}
+    if any(selection.values()):  # the stages evaluated on valid (eval_strategy): how each was selected
+        metrics["model_selection"] = {name: chosen for name, chosen in selection.items() if chosen}
     metrics["sasrecllm_auc_all_gap"] = paired_auc_gaps(scores, baselines, test_sets)
     metrics["timings_s"] = timings
 

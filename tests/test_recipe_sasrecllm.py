@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from llmrec_ft.collab.sasrec import SASRec, SASRecConfig
 from llmrec_ft.data import DataConfig, num_items, prepare_dataset
@@ -94,6 +95,36 @@ def test_hierarchical_then_plug_and_play(assets, tmp_path):
     assert all((before[k] == after[k]).all() for k in before)  # LoRA untouched by plug-and-play
     assert (load_file(first / "artifacts" / "projector.safetensors")["mlp.0.weight"]
             != load_file(second / "artifacts" / "projector.safetensors")["mlp.0.weight"]).any()
+
+
+def test_stages_end_on_their_best_checkpoint_by_valid_auc(assets, tmp_path):
+    """eval_strategy + load_best_model_at_end: every stage logs eval_auc (valid rows scored like the test sets),
+    ends on the checkpoint with the best one, and early stopping reads it."""
+    result = _run(_command(tmp_path, "--model_name_or_path", assets["llama"],
+                           "--sasrec_checkpoint", assets["sasrec"][0], "--max_steps", "4", "--learning_rate", "0.01",
+                           "--max_valid_samples", "24", "--eval_strategy", "steps", "--eval_steps", "1",
+                           "--save_steps", "1", "--load_best_model_at_end", "true", "--metric_for_best_model", "auc",
+                           "--early_stopping_patience", "2"))
+    from safetensors.torch import load_file
+    ended_before_the_end = []
+    for stage in ("text_stage", "hybrid_stage"):
+        state = json.loads((tmp_path / stage / "trainer_state.json").read_text())
+        aucs = {entry["step"]: entry["eval_auc"] for entry in state["log_history"] if "eval_auc" in entry}
+        assert sorted(aucs) == list(range(1, state["global_step"] + 1)) and len(set(aucs.values())) > 1
+        best_step = max(aucs, key=aucs.get)
+        assert state["best_metric"] == aucs[best_step]
+        assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
+        steps_after_best = state["global_step"] - best_step
+        assert state["global_step"] == 4 or steps_after_best >= 2  # stopped early only after 2 evals without gain
+        final = load_file(tmp_path / stage / "final" / "collaborative_lm" / "adapter_model.safetensors")
+        best = load_file(tmp_path / stage / f"checkpoint-{best_step}" / "collaborative_lm"
+                         / "adapter_model.safetensors")
+        assert all(torch.equal(final[k], best[k]) for k in final)  # the stage ended on its best checkpoint
+        ended_before_the_end.append(best_step < state["global_step"])
+        selected = json.loads((tmp_path / "metrics.json").read_text())["model_selection"][stage]
+        assert selected["best_valid_auc"] == aucs[best_step] and selected["steps_trained"] == state["global_step"]
+    assert any(ended_before_the_end)  # at least one stage really went back to an earlier checkpoint
+    assert "best_valid_auc" in result.stdout  # the end-of-run summary shows the selection
 
 
 def test_killed_run_resumes_to_the_same_metrics(assets, tmp_path):

@@ -72,6 +72,15 @@ def test_train_cap_and_cold_flags(ds):
     assert again["train"]["position"] == samples["train"]["position"]
 
 
+def test_valid_cap_defaults_to_the_eval_cap_and_can_differ(ds):
+    full = len(build_pointwise_samples(ds, PointwiseConfig())["valid"])
+    assert full > 5
+    both = build_pointwise_samples(ds, PointwiseConfig(max_eval_samples=5))
+    assert len(both["valid"]) == 5
+    valid_only = build_pointwise_samples(ds, PointwiseConfig(max_eval_samples=5, max_valid_samples=full))
+    assert len(valid_only["valid"]) == full and len(valid_only["test"]) == len(both["test"])
+
+
 def test_bad_config_is_rejected(ds):
     with pytest.raises(ValueError, match="test_last_n"):
         build_pointwise_samples(ds, PointwiseConfig(test_last_n=0))

@@ -129,3 +129,18 @@ def test_checkpoint_holds_every_trained_part_and_reloads(ds, backbones, tmp_path
     for part, params in collaborative_lm_parts(model).items():
         for a, b in zip(params, collaborative_lm_parts(fresh)[part]):
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=part)
+
+
+def test_evaluation_reports_the_valid_scorer_auc_and_needs_it(ds, backbones, tmp_path):
+    model, tokenizer = tiny_collaborative_lm(backbones["llama"], num_items(ds))
+    data = _encoded(ds, tokenizer)
+    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, use_cpu=True, bf16=False, report_to=[],
+                     eval_strategy="steps", eval_steps=1, save_strategy="no", disable_tqdm=True)
+    common = dict(model=model, args=args, train_dataset=data, eval_dataset=data, processing_class=tokenizer,
+                  data_collator=PointwiseCollator(tokenizer.pad_token_id, True))
+    with pytest.raises(ValueError, match="score_valid"):
+        CollaborativeSFTTrainer(**common)
+    seen = []
+    trainer = CollaborativeSFTTrainer(**common, score_valid=lambda live: seen.append(live) or 0.75)
+    assert trainer.evaluate()["eval_auc"] == 0.75 and seen == [trainer.model]
+    assert trainer.state.log_history[-1]["eval_auc"] == 0.75

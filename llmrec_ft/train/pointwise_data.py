@@ -50,6 +50,9 @@ class PointwiseConfig:
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on the train split (None = all)."})
     max_eval_samples: int | None = field(default=None, metadata={
         "help": "Cap on valid and on each of test warm/test cold (None = all); drawn at random, seeded."})
+    max_valid_samples: int | None = field(default=None, metadata={
+        "help": "Cap on valid alone (None = max_eval_samples): the rows that select the checkpoint when the "
+                "stages evaluate (eval_strategy), so a paper run can score the whole test set and a sample of valid."})
     sample_seed: int = field(default=0, metadata={
         "help": "Seed of the position sampling and caps (separate from the training seed, so runs with "
                 "different training seeds see the same samples)."})
@@ -112,8 +115,9 @@ def _given_rows(rows: datasets.Dataset, config: PointwiseConfig) -> datasets.Dat
 def _capped(out: datasets.DatasetDict, config: PointwiseConfig) -> datasets.DatasetDict:
     if config.max_train_samples is not None:
         out["train"] = _cap(out["train"], config.max_train_samples, config.sample_seed)
-    if config.max_eval_samples is not None:
-        out["valid"] = _cap(out["valid"], config.max_eval_samples, config.sample_seed)
+    valid_cap = config.max_valid_samples if config.max_valid_samples is not None else config.max_eval_samples
+    if valid_cap is not None:
+        out["valid"] = _cap(out["valid"], valid_cap, config.sample_seed)
     return out
 
 

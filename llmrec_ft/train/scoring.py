@@ -128,23 +128,32 @@ def yes_no_report(model: nn.Module, tokenizer: PreTrainedTokenizerBase, encoded_
     bf16 autocast (except the LM head: :func:`yes_logit_gaps` computes the answer logits in float32), with a
     progress bar on the main process unless ``disable_tqdm``. A model trained with ``loss: yes_bce`` is scored as
     trained, by its Yes logit alone."""
-    yes, no = answer_token_ids(tokenizer)
-    no = None if getattr(model, "loss", None) == "yes_bce" else no
-    show_progress = not training_args.disable_tqdm and training_args.process_index == 0
     start = time.perf_counter()
 
     def score(encoded: datasets.Dataset, name: str) -> torch.Tensor:
-        return yes_logit_gaps(model, encoded, tokenizer.pad_token_id, yes, no, collaborative,
-                              training_args.per_device_eval_batch_size, f"Scoring {name}" if show_progress else None)
+        return yes_no_scores(model, tokenizer, encoded, collaborative, training_args, name)
 
-    autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=training_args.bf16)
-    with padded_batch_attention(model), autocast:  # scoring batches are padded
-        test_scores = {group: score(encoded, f"test {group}") for group, encoded in encoded_tests.items()}
-        report = auc_report(test_scores, encoded_tests)
-        if len(encoded_ranking):
-            report.update(ranking_report(score(encoded_ranking, "ranking candidates"), num_negatives))
+    test_scores = {group: score(encoded, f"test {group}") for group, encoded in encoded_tests.items()}
+    report = auc_report(test_scores, encoded_tests)
+    if len(encoded_ranking):
+        report.update(ranking_report(score(encoded_ranking, "ranking candidates"), num_negatives))
     report["eval_seconds"] = time.perf_counter() - start
     return report, torch.cat(list(test_scores.values()))
+
+
+def yes_no_scores(model: nn.Module, tokenizer: PreTrainedTokenizerBase, encoded: datasets.Dataset,
+                  collaborative: bool, training_args: TrainingArguments, name: str | None = None) -> torch.Tensor:
+    """``[N]`` scores of the encoded samples as :func:`yes_no_report` computes them: ``per_device_eval_batch_size``
+    prompts a batch, under the training's bf16 autocast with a float32 LM head (:func:`yes_logit_gaps`), the Yes
+    logit alone for a ``loss: yes_bce`` model; a progress bar labelled ``Scoring <name>`` on the main process
+    unless ``disable_tqdm`` or ``name`` is None."""
+    yes, no = answer_token_ids(tokenizer)
+    no = None if getattr(model, "loss", None) == "yes_bce" else no
+    show_progress = name is not None and not training_args.disable_tqdm and training_args.process_index == 0
+    autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=training_args.bf16)
+    with padded_batch_attention(model), autocast:  # scoring batches are padded
+        return yes_logit_gaps(model, encoded, tokenizer.pad_token_id, yes, no, collaborative,
+                              training_args.per_device_eval_batch_size, f"Scoring {name}" if show_progress else None)
 
 
 def yes_probabilities(model: nn.Module, encoded: datasets.Dataset, pad_token_id: int, yes_id: int, no_id: int | None,

@@ -13,6 +13,11 @@ one. Three things differ, and this subclass changes exactly those:
 * **Resume.** ``_load_from_checkpoint`` loads those three parts back into the live model in place, so
   ``trainer.train(resume_from_checkpoint=...)`` continues with the same weights, optimizer moments, data
   order and RNG state as the interrupted run.
+* **Evaluation.** With an ``eval_strategy``, ``evaluate`` reports ``eval_auc``: the AUC of the Yes/No scores of
+  the validation rows, scored like the test sets (a function the trainer is given, ``score_valid``) rather than
+  Trainer's loss loop over full logits. Trainer's own plumbing then does the rest: ``metric_for_best_model:
+  auc``, ``load_best_model_at_end`` (the best checkpoint is loaded with ``_load_from_checkpoint``) and
+  ``EarlyStoppingCallback`` -- model selection on valid AUC, as CoLLM and TALLRec train.
 
 Data arrive pre-tokenized and are batched by :class:`~llmrec_ft.train.collator.PointwiseCollator`; Accelerate
 (through Trainer) handles devices, mixed precision and distribution. There is no training loop here. The
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -92,12 +98,34 @@ class TrainableCollaborativeLM(CollaborativeLM):
 class CollaborativeSFTTrainer(SFTTrainer):
     """``SFTTrainer`` whose model is a :class:`TrainableCollaborativeLM` (see the module docstring)."""
 
-    def __init__(self, model: TrainableCollaborativeLM, args: SFTConfig, **kwargs):
+    def __init__(self, model: TrainableCollaborativeLM, args: SFTConfig,
+                 score_valid: Callable[[torch.nn.Module], float] | None = None, **kwargs):
+        """``score_valid(model) -> AUC`` on the validation rows: needed when ``args.eval_strategy`` is not "no"
+        (and then ``eval_dataset`` must be those rows, which Trainer insists on). Raises ``ValueError`` without
+        it, and with FSDP or ZeRO-3 (the scorer runs the model outside the engine, on whole weights)."""
         super().__init__(model, pretokenized_args(args), **kwargs)
-        if self.args.load_best_model_at_end:
-            raise ValueError("load_best_model_at_end is not supported: the recipe evaluates after training")
+        self.score_valid = score_valid
+        if self.args.eval_strategy != "no":
+            if score_valid is None:
+                raise ValueError(f"eval_strategy={self.args.eval_strategy}: evaluation needs the validation rows' "
+                                 "scorer (score_valid); the recipes pass it")
+            zero3 = self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+            if self.is_fsdp_enabled or zero3:
+                raise ValueError("evaluation during training scores whole weights: use DDP or ZeRO-2, not FSDP or "
+                                 "ZeRO-3 (or eval_strategy: no)")
         if self.is_fsdp_enabled:  # sharded saves would hold no loadable adapter (PEFT's FSDP examples do the same)
             self.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """``{"<prefix>_auc": AUC of the validation rows' Yes/No scores}``, logged and passed to the callbacks
+        (early stopping, best checkpoint) as ``Trainer.evaluate``'s metrics are. Every process scores all rows,
+        so all take the same decision."""
+        if self.score_valid is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        metrics = {f"{metric_key_prefix}_auc": self.score_valid(self.model)}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
@@ -118,3 +146,8 @@ class CollaborativeSFTTrainer(SFTTrainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         model.load_pretrained_weights(Path(resume_from_checkpoint) / CHECKPOINT_MODEL_DIR)
+
+    def _load_best_model(self) -> None:
+        """``load_best_model_at_end``: our checkpoints hold ``collaborative_lm/``, which Trainer's loader does not
+        know; load it like a resume does."""
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
