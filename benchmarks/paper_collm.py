@@ -68,12 +68,16 @@ BUDGETS = {  # recipe overrides per budget; CLI knobs below override these
 def run_recipe(output_dir: Path, overrides: dict, extra: list[str]) -> dict:
     """One ``recipes/sasrecllm.py`` run (or its saved metrics); adds the wall seconds. ``extra``: more recipe
     arguments, passed as they are (after the budget's)."""
-    metrics_path = output_dir / "metrics.json"
+    metrics_path, args_path = output_dir / "metrics.json", output_dir.with_suffix(".args.json")
+    args = [f"--{key}={value}" for key, value in overrides.items() if value is not None] + extra
+    if metrics_path.exists() and args_path.exists() and json.loads(args_path.read_text()) != args:
+        raise SystemExit(f"{output_dir} was run with {json.loads(args_path.read_text())}, not {args}; "
+                         "choose another --output_dir")
     if not metrics_path.exists():
         output_dir.parent.mkdir(parents=True, exist_ok=True)
-        args = [f"--{key}={value}" for key, value in overrides.items() if value is not None]
+        write_json(args_path, args)
         command = [sys.executable, "recipes/sasrecllm.py", "--config", CONFIG, "--output_dir", str(output_dir),
-                   "--schedule", "dual_stage", "--disable_tqdm", "true", *args, *extra]
+                   "--schedule", "dual_stage", "--disable_tqdm", "true", *args]
         start = time.perf_counter()
         with open(output_dir.with_suffix(".log"), "w") as log:
             result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -131,7 +135,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)  # --seed is the recipe's
     parser.add_argument("--model", default="smollm2-135m-instruct", help="Embedded name, Hub id or local folder.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="gpu")

@@ -80,7 +80,8 @@ def main(model_args: HybridModelArgs, sample_args: PointwiseConfig, data_args: D
         raise ValueError(f"cf_max_len={sample_args.cf_max_len} exceeds the SASRec checkpoint's max_len "
                          f"{sasrec.config.max_len}")
     metrics = {"schedule": schedule_args.schedule, "sasrec_checkpoint": str(sasrec_path), "git_commit": git_commit(),
-               "samples": {"train": len(samples["train"]), **{f"test_{g}": len(s) for g, s in test_sets.items()},
+               "samples": {"train": len(samples["train"]), "valid": len(samples["valid"]),
+                           **{f"test_{g}": len(s) for g, s in test_sets.items()},
                            "ranking_users": len(ranking_rows) // (negatives + 1)}}
     metrics["sasrec"] = sasrec_baseline_reports(sasrec, samples["train"], test_sets, ranking_rows, negatives)
 

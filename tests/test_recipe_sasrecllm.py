@@ -116,10 +116,10 @@ def test_stages_end_on_their_best_checkpoint_by_valid_auc(assets, tmp_path):
         assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
         steps_after_best = state["global_step"] - best_step
         assert state["global_step"] == 4 or steps_after_best >= 2  # stopped early only after 2 evals without gain
-        final = load_file(tmp_path / stage / "final" / "collaborative_lm" / "adapter_model.safetensors")
-        best = load_file(tmp_path / stage / f"checkpoint-{best_step}" / "collaborative_lm"
-                         / "adapter_model.safetensors")
-        assert all(torch.equal(final[k], best[k]) for k in final)  # the stage ended on its best checkpoint
+        for weights in ("adapter_model.safetensors", "projector.safetensors"):  # the stage ended on its best checkpoint
+            final = load_file(tmp_path / stage / "final" / "collaborative_lm" / weights)
+            best = load_file(tmp_path / stage / f"checkpoint-{best_step}" / "collaborative_lm" / weights)
+            assert all(torch.equal(final[k], best[k]) for k in final)
         ended_before_the_end.append(best_step < state["global_step"])
         selected = json.loads((tmp_path / "metrics.json").read_text())["model_selection"][stage]
         assert selected["best_valid_auc"] == aucs[best_step] and selected["steps_trained"] == state["global_step"]

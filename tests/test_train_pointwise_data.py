@@ -77,8 +77,10 @@ def test_valid_cap_defaults_to_the_eval_cap_and_can_differ(ds):
     assert full > 5
     both = build_pointwise_samples(ds, PointwiseConfig(max_eval_samples=5))
     assert len(both["valid"]) == 5
-    valid_only = build_pointwise_samples(ds, PointwiseConfig(max_eval_samples=5, max_valid_samples=full))
-    assert len(valid_only["valid"]) == full and len(valid_only["test"]) == len(both["test"])
+    config = PointwiseConfig(max_eval_samples=5, max_valid_samples=full)
+    valid_only = build_pointwise_samples(ds, config)
+    assert len(valid_only["valid"]) == full
+    assert all(len(group) <= 5 for group in warm_cold_test_sets(valid_only, config).values())  # tests stay capped
 
 
 def test_bad_config_is_rejected(ds):

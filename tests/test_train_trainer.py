@@ -1,6 +1,7 @@
 """TRL SFTTrainer on the hybrid model: answer-only loss, staged freezing, checkpoints that hold every
 trained part, for Llama, Qwen2 and Mistral."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from llmrec_ft.train.collator import PointwiseCollator
 from llmrec_ft.train.freezing import (FreezeStage, StagedFreezing, collaborative_lm_parts, hierarchical_stages)
 from llmrec_ft.train.pointwise_data import PointwiseConfig, build_pointwise_samples, encode_pointwise
 from llmrec_ft.train.tiny import save_tiny_backbone, tiny_collaborative_lm
+from llmrec_ft.train.schedules import run_stage
 from llmrec_ft.train.trainer import CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -144,3 +146,17 @@ def test_evaluation_reports_the_valid_scorer_auc_and_needs_it(ds, backbones, tmp
     trainer = CollaborativeSFTTrainer(**common, score_valid=lambda live: seen.append(live) or 0.75)
     assert trainer.evaluate()["eval_auc"] == 0.75 and seen == [trainer.model]
     assert trainer.state.log_history[-1]["eval_auc"] == 0.75
+    with pytest.raises(ValueError, match="validation rows it was built with"):
+        trainer.evaluate(data.select(range(4)))
+    loss_metric = dataclasses.replace(args, load_best_model_at_end=True, save_strategy="steps", save_steps=1)
+    with pytest.raises(ValueError, match="metric_for_best_model"):
+        CollaborativeSFTTrainer(**{**common, "args": loss_metric}, score_valid=lambda live: 0.5)
+
+
+def test_early_stopping_without_best_model_selection_is_refused_before_training(ds, backbones, tmp_path):
+    model, tokenizer = tiny_collaborative_lm(backbones["llama"], num_items(ds))
+    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, use_cpu=True, bf16=False, report_to=[])
+    with pytest.raises(ValueError, match="early_stopping_patience needs eval_strategy"):
+        run_stage("s", model, tokenizer, _encoded(ds, tokenizer), [FreezeStage(0, ("lora",))], args, True,
+                  early_stopping_patience=2)
+    assert not (tmp_path / "s").exists()

@@ -92,9 +92,9 @@ def hybrid_stages(args: ScheduleArgs) -> list[FreezeStage]:
 
 
 def stage_selection(output_dir: str | Path, stage: str) -> dict | None:
-    """How a finished stage was selected on valid AUC, from its ``trainer_state.json``: every evaluation's
-    ``{step: eval_auc}``, the best checkpoint, its AUC and the steps trained; None when the stage did not
-    evaluate (or was loaded, not trained, in this run)."""
+    """How a finished stage was selected on valid AUC, from its ``trainer_state.json`` (written when the stage
+    trained, in this run or in the run it resumes): every evaluation's ``{step: eval_auc}``, the best checkpoint,
+    its AUC and the steps trained; None when the stage did not evaluate."""
     path = Path(output_dir) / stage / "trainer_state.json"
     if not path.exists():
         return None
@@ -116,6 +116,9 @@ def valid_auc_scorer(tokenizer: PreTrainedTokenizerBase, valid_dataset: datasets
     """``model -> AUC`` of ``valid_dataset``'s Yes/No scores (encoded rows with ``label``), scored like the test
     sets (:func:`~llmrec_ft.train.scoring.yes_no_scores`)."""
     labels = torch.tensor(valid_dataset["label"])
+    if labels.unique().numel() < 2:
+        raise ValueError(f"{name}: the {len(labels)} validation rows hold one label only; AUC needs both "
+                         "(raise max_valid_samples)")
     return lambda model: roc_auc(yes_no_scores(model, tokenizer, valid_dataset, collaborative, args, name), labels)
 
 
@@ -153,9 +156,12 @@ def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedT
         collator = PackedCollator()
     callbacks = [freezing]
     score_valid = None
+    if early_stopping_patience is not None and (args.eval_strategy == "no" or not args.load_best_model_at_end):
+        raise ValueError("early_stopping_patience needs eval_strategy (steps or epoch), load_best_model_at_end: true "
+                         "and metric_for_best_model: auc")
     if args.eval_strategy != "no":
         if valid_dataset is None:
-            raise ValueError(f"eval_strategy={args.eval_strategy} needs validation rows (valid_dataset)")
+            raise ValueError("eval_strategy is set: run_stage needs the validation rows (valid_dataset)")
         score_valid = valid_auc_scorer(tokenizer, valid_dataset, collaborative, args, f"{name} valid")
     if early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience))

@@ -1,7 +1,7 @@
 """TRL's ``SFTTrainer`` for the hybrid ``CollaborativeLM`` (LoRA LM + projector + SASRec).
 
 ``SFTTrainer`` is written for Hugging Face causal LMs; the hybrid model is a plain ``nn.Module`` around
-one. Three things differ, and this subclass changes exactly those:
+one. Four things differ, and this subclass changes exactly those:
 
 * **Loss.** SFTTrainer's loss runs a fused LM head on ``model.base_model``, which bypasses our
   ``inputs_embeds`` injection. Here the model's own forward computes the loss from ``labels`` (-100 on
@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from accelerate.utils import broadcast_object_list
 from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from trl import SFTConfig, SFTTrainer
@@ -106,23 +107,34 @@ class CollaborativeSFTTrainer(SFTTrainer):
         super().__init__(model, pretokenized_args(args), **kwargs)
         self.score_valid = score_valid
         if self.args.eval_strategy != "no":
+            strategy = getattr(self.args.eval_strategy, "value", self.args.eval_strategy)
             if score_valid is None:
-                raise ValueError(f"eval_strategy={self.args.eval_strategy}: evaluation needs the validation rows' "
-                                 "scorer (score_valid); the recipes pass it")
+                raise ValueError(f"eval_strategy={strategy}: evaluation needs the validation rows' scorer "
+                                 "(score_valid); the recipes pass it")
             zero3 = self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
             if self.is_fsdp_enabled or zero3:
                 raise ValueError("evaluation during training scores whole weights: use DDP or ZeRO-2, not FSDP or "
                                  "ZeRO-3 (or eval_strategy: no)")
+            if self.args.load_best_model_at_end and self.args.metric_for_best_model not in ("auc", "eval_auc"):
+                raise ValueError(f"metric_for_best_model={self.args.metric_for_best_model!r}: evaluation reports "
+                                 "only the validation AUC; set metric_for_best_model: auc")
         if self.is_fsdp_enabled:  # sharded saves would hold no loadable adapter (PEFT's FSDP examples do the same)
             self.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """``{"<prefix>_auc": AUC of the validation rows' Yes/No scores}``, logged and passed to the callbacks
-        (early stopping, best checkpoint) as ``Trainer.evaluate``'s metrics are. Every process scores all rows,
-        so all take the same decision."""
+        (early stopping, best checkpoint) as ``Trainer.evaluate``'s metrics are. The main process scores the rows
+        and broadcasts the AUC, so every process takes the same decision. Raises ``ValueError`` for another
+        ``eval_dataset`` (the scorer is bound to the validation rows)."""
         if self.score_valid is None:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        metrics = {f"{metric_key_prefix}_auc": self.score_valid(self.model)}
+        if eval_dataset is not None and eval_dataset is not self.eval_dataset:
+            raise ValueError("evaluate() scores the validation rows it was built with; score other rows with "
+                             "llmrec_ft.train.scoring.yes_no_report")
+        auc = [self.score_valid(self.model) if self.accelerator.is_main_process else None]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(auc)
+        metrics = {f"{metric_key_prefix}_auc": auc[0]}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
