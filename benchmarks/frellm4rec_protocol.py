@@ -106,16 +106,24 @@ def markdown(table: dict, budget: str) -> str:
 
 def table_of(runs: dict) -> dict:
     """``{"dataset | variant | leak": {column: summary over seeds}}`` from the stored runs; a run without TFM
-    fills both the leak and the no-leak row."""
+    fills both the leak and the no-leak row; the SASRec every variant builds on is its own row
+    (``dataset | SASRec (ID only) | -``, from the no-filter runs that recorded it)."""
     rows: dict[str, dict[str, list[float]]] = {}
+
+    def add(row_key: str, values: dict) -> None:
+        row = rows.setdefault(row_key, {})
+        for column, value in values.items():
+            row.setdefault(column, []).append(value)
+
     for key in sorted(runs, key=lambda k: int(k.rsplit("seed", 1)[1])):
         dataset, variant, leak_label, _ = key.split(" | ")
         for label in (["leak", "no leak"] if leak_label == "either" else [leak_label]):
-            row = rows.setdefault(f"{dataset} | {variant} | {label}", {})
-            for column, value in runs[key]["metrics"].items():
-                row.setdefault(column, []).append(value)
-    order = [f"{dataset} | {variant} | {leak}" for dataset in ("ml-100k", "amazon-beauty") for variant in FILTERS
-             for leak in ("leak", "no leak")]
+            add(f"{dataset} | {variant} | {label}", runs[key]["metrics"])
+        if variant == "no filter" and "sasrec" in runs[key]:
+            add(f"{dataset} | SASRec (ID only) | -", runs[key]["sasrec"])
+    order = [f"{dataset} | {variant} | {leak}" for dataset in ("ml-100k", "amazon-beauty")
+             for variant, leaks in [*((v, ("leak", "no leak")) for v in FILTERS), ("SASRec (ID only)", ("-",))]
+             for leak in leaks]
     return {key: {column: summarize(values) for column, values in rows[key].items()} for key in order if key in rows}
 
 
@@ -197,6 +205,8 @@ def main() -> None:
                     runs[f"{dataset} | {variant} | {leak_label} | seed{seed}"] = {
                         "metrics": {f"{protocol} {metric}": metrics[key]["all"][metric]
                                     for protocol, key in PROTOCOLS.items() for metric in METRICS},
+                        "sasrec": {f"{protocol} {metric}": metrics[f"sasrec_{key}"]["all"][metric]
+                                   for protocol, key in PROTOCOLS.items() for metric in METRICS},
                         "timings_s": metrics["timings"],
                         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
             store(path, merged, runs, cli.budget, cli.backbone)  # after every seed: an interrupted run keeps it

@@ -13,8 +13,9 @@ full catalogue for the valid/test users; optionally run the layer-wise spectral-
 sampled softmax, gated fusion, last-token text; ``tfm_leak`` keeps or removes their TFM leak).
 
 ``output_dir`` ends with ``metrics.json`` (per split: full-ranking metrics, overall and warm/cold, and under
-``<split>_sampled`` the authors' metric, the target among ``num_negatives`` uniform items; plus timings and the
-git commit), ``sasrec/`` (when trained here, with its test metrics),
+``<split>_sampled`` the authors' metric, the target among ``num_negatives`` uniform items; the SASRec it builds
+on under both, ``sasrec_test`` / ``sasrec_test_sampled``, on the same negatives; plus timings and the git commit),
+``sasrec/`` (when trained here, with its test metrics),
 ``model/`` (``trainable.safetensors``: the trainable modules and item features; ``frellm4rec.json``: the model
 config and the backbone's name) and, with ``energy_users > 0``, ``energy.json`` + ``energy.png``.
 """
@@ -31,7 +32,7 @@ from accelerate import PartialState
 from transformers import Trainer, TrainingArguments, set_seed
 from trl import TrlParser
 
-from llmrec_ft.collab.trainer import evaluate_ranking, load_or_train_sasrec
+from llmrec_ft.collab.trainer import load_or_train_sasrec
 from llmrec_ft.data import DataConfig, item_texts, num_items, prepare_dataset
 from llmrec_ft.eval.report import format_metrics_table
 from llmrec_ft.filters.frellm4rec import FreLLM4RecConfig, energy_diagnostic, save_trainable
@@ -81,10 +82,11 @@ def main(args: FreLLM4RecArgs, data_args: DataConfig, training_args: TrainingArg
         raise ValueError(f"num_negatives={args.num_negatives} needs more items than that; the data has {num_items(ds)}")
     sasrec, sasrec_path = load_or_train_sasrec(ds, args.sasrec_checkpoint, output_dir, training_args.seed,
                                                args.sasrec_epochs)
-    sasrec_metrics = None
-    if not args.sasrec_checkpoint:  # trained here: its test metrics go next to it and into metrics.json
-        sasrec_metrics = evaluate_ranking(sasrec, ds, "test", seed=training_args.seed)
-        write_json(sasrec_path / "metrics.json", {"test": sasrec_metrics})
+    # the ID baseline under both protocols, with the negatives FreLLM4Rec's sampled metric draws (same seed, batches)
+    sasrec_both = rank_full_and_sampled(sasrec, ds["test"], args.num_negatives,
+                                        batch_size=args.eval_batch_size, seed=training_args.seed)
+    if not args.sasrec_checkpoint:  # trained here: its test metrics go next to it too
+        write_json(sasrec_path / "metrics.json", {"test": sasrec_both["full"]})
     timings["sasrec_s"] = time.perf_counter() - start
 
     backbone, tokenizer = load_backbone(args.backbone)
@@ -110,7 +112,8 @@ def main(args: FreLLM4RecArgs, data_args: DataConfig, training_args: TrainingArg
     timings["train_s"] = time.perf_counter() - tick
 
     metrics = {"config": dataclasses.asdict(args), "seed": training_args.seed, "max_steps": training_args.max_steps,
-               "git_commit": git_commit(), "sasrec_test": sasrec_metrics}
+               "git_commit": git_commit(), "sasrec_test": sasrec_both["full"],
+               "sasrec_test_sampled": sasrec_both["sampled"]}
     for split in args.eval_splits:
         tick = time.perf_counter()
         both = rank_full_and_sampled(model, ds[split], args.num_negatives, batch_size=args.eval_batch_size,

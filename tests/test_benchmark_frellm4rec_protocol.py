@@ -83,3 +83,14 @@ def test_merge_refuses_missing_files_other_backbones_flags_and_conflicting_runs(
         merged_runs([one, two], "gpu", "smollm2-135m-instruct", {})
     with pytest.raises(SystemExit, match="differs"):  # against a run already stored in the results file
         merged_runs([two], "gpu", "smollm2-135m-instruct", {key: {"metrics": {"x": 1.0}}})
+
+
+def test_the_sasrec_row_comes_from_the_no_filter_runs_once_per_seed():
+    def run(value, with_sasrec=True):
+        entry = {"metrics": {"sampled ndcg@10": value}}
+        return {**entry, "sasrec": {"sampled ndcg@10": 2 * value}} if with_sasrec else entry
+    runs = {"ml-100k | no filter | either | seed0": run(0.1), "ml-100k | no filter | either | seed1": run(0.2),
+            "ml-100k | +TFM | leak | seed0": run(0.5), "ml-100k | +G-LPF | either | seed2": run(0.3, False)}
+    table = BENCH["table_of"](runs)
+    assert list(table)[-1] == "ml-100k | SASRec (ID only) | -"
+    assert table["ml-100k | SASRec (ID only) | -"]["sampled ndcg@10"]["per_seed"] == [0.2, 0.4]

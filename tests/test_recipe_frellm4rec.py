@@ -65,7 +65,10 @@ def test_recipe_trains_ranks_diagnoses_and_saves(tmp_path, capsys):
     # LM's 576-d); no diagnostic requested, none written.
     ablation, _ = run("--output_dir", str(tmp_path / "plain"), "--sasrec_checkpoint", str(tmp_path / "full" / "sasrec"),
                       "--glpf", "false", "--tfm", "false", "--energy_users", "0", "--text_encoder", "all-minilm-l6-v2")
-    assert ablation["sasrec_test"] is None and "test" in ablation and "valid" not in ablation
+    assert "test" in ablation and "valid" not in ablation
+    # the reused SASRec is reported again, under both protocols (the sampled one on FreLLM4Rec's negatives)
+    assert ablation["sasrec_test"] == json.loads((tmp_path / "full" / "sasrec" / "metrics.json").read_text())["test"]
+    assert ablation["sasrec_test_sampled"]["all"]["num_users"] == 6
     assert not (tmp_path / "plain" / "energy.png").exists()
     assert load_file(tmp_path / "plain" / "model" / "trainable.safetensors")["fusion.text_norm.weight"].shape == (384,)
 
