@@ -165,13 +165,18 @@ def merged_runs(files: list[Path], budget: str, backbone: str, runs: dict) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu",
+                        help="cpu: a 2-step plumbing check; gpu: the real numbers (its entry of the results file, "
+                             "--merge included).")
     parser.add_argument("--datasets", nargs="+", choices=["ml-100k", "amazon-beauty"],
-                        default=["ml-100k", "amazon-beauty"])
+                        default=["ml-100k", "amazon-beauty"],
+                        help="Amazon Beauty: shared/data next to the clone, or $LLMREC_FT_SHARED_DATA.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--backbone", default="smollm2-135m-instruct")
-    parser.add_argument("--runs_dir", default=str(ROOT / "runs" / "bench_frellm4rec_protocol"))
-    parser.add_argument("--results_dir", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--backbone", default="smollm2-135m-instruct", help="The frozen LLM (embedded name or Hub id).")
+    parser.add_argument("--runs_dir", default=str(ROOT / "runs" / "bench_frellm4rec_protocol"),
+                        help="Every run's folder, and the SASRec each dataset and seed shares.")
+    parser.add_argument("--results_dir", default=str(ROOT / "benchmarks" / "results"),
+                        help="Where frellm4rec_protocol.json is read and written.")
     parser.add_argument("--merge", nargs="+", type=Path, default=[],
                         help="frellm4rec_protocol.json files of processes run side by side (each with its own "
                              "--results_dir): their runs of this budget and backbone join ours; nothing is trained.")

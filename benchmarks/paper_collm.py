@@ -135,7 +135,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)  # --seed is the recipe's
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,  # --seed: the recipe's
+                                     epilog="Arguments it does not know go to recipes/sasrecllm.py as they are, "
+                                            "after the budget's (e.g. -- --eval_steps 100).")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="Embedded name, Hub id or local folder.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="gpu")
@@ -153,6 +155,10 @@ def main() -> None:
     parser.add_argument("--results", default=str(RESULTS))
     args, extra = parser.parse_known_args()  # the rest goes to the recipe, e.g. -- --eval_steps 100
     extra = [arg for arg in extra if arg != "--"]
+    owned = {"--seed", "--output_dir", "--model_name_or_path", "--data_path", "--config", "--schedule"}
+    if clash := sorted({arg.split("=")[0] for arg in extra} & owned):
+        raise SystemExit(f"{clash}: set by this script (use --seeds, --output_dir, --model, --data_path), not a "
+                         "recipe argument to pass on")
     if not Path(args.data_path).is_dir():
         raise SystemExit(f"{args.data_path}: no CoLLM data there (see ../shared/data/collm-ml-1m/README.md)")
 
@@ -194,8 +200,7 @@ def main() -> None:
     print(table)
     first = next(iter(runs.values()))
     write_json(args.results, {"model": args.model, "budget": args.budget, "seeds": args.seeds, "overrides": budget,
-                              "extra_recipe_args": extra,
-                              "model_selection": {seed: r.get("model_selection") for seed, r in runs.items()},
+                              "extra_recipe_args": extra, "runs": runs, "mf_runs": mf_runs,
                               "device": first.get("device"),
                               "samples": first["samples"], "rows": rows, "markdown": table,
                               "wall_seconds": {seed: r.get("wall_seconds") for seed, r in runs.items()}})

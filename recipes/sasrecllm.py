@@ -41,7 +41,8 @@ from llmrec_ft.provenance import git_commit
 from llmrec_ft.train.freezing import FreezeStage
 from llmrec_ft.train.hybrid_model import HybridModelArgs, build_hybrid_model
 from llmrec_ft.train.pointwise_data import PointwiseConfig, build_pointwise_samples, encode_pointwise, warm_cold_test_sets
-from llmrec_ft.train.schedules import ScheduleArgs, final_model_dir, hybrid_stages, run_stage, stage_selection
+from llmrec_ft.train.schedules import (ScheduleArgs, check_model_selection, final_model_dir, hybrid_stages, run_stage,
+                                      stage_selection)
 from llmrec_ft.train.scoring import paired_auc_gaps, ranking_candidates, sasrec_baseline_reports, yes_no_report
 from llmrec_ft.train.zero3 import whole_weights
 
@@ -66,6 +67,7 @@ def main(model_args: HybridModelArgs, sample_args: PointwiseConfig, data_args: D
     with PartialState().main_process_first():  # several processes: the first writes the cache, once
         ds = prepare_dataset(data_args)
     samples = build_pointwise_samples(ds, sample_args)
+    check_model_selection(training_args, schedule_args.early_stopping_patience, samples["valid"]["label"])  # now
     test_sets = warm_cold_test_sets(samples, sample_args)
     ranking_rows = ranking_candidates(ds, negatives, eval_args.ranking_users, sample_args.cf_max_len,
                                       sample_args.max_history, seed=sample_args.sample_seed)

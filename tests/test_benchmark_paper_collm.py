@@ -2,6 +2,7 @@
 
 import json
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,3 +18,9 @@ def test_a_finished_run_is_reused_only_with_the_same_recipe_arguments(tmp_path):
     assert BENCH["run_recipe"](run, {"seed": 0}, ["--eval_steps", "200"]) == {"auc": 0.7}  # nothing re-run
     with pytest.raises(SystemExit, match="was run with"):
         BENCH["run_recipe"](run, {"seed": 0}, ["--eval_steps", "100"])
+
+
+def test_recipe_arguments_this_script_sets_are_refused(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["paper_collm.py", "--data_path", str(tmp_path), "--", "--seed", "1"])
+    with pytest.raises(SystemExit, match="set by this script"):
+        BENCH["main"]()

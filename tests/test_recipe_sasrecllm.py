@@ -78,6 +78,20 @@ def test_a_bad_backbone_option_fails_before_sasrec_pretraining(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing prepared, pre-trained or written
 
 
+EVALUATE = ["--eval_strategy", "steps", "--eval_steps", "1", "--save_steps", "1"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([*EVALUATE, "--load_best_model_at_end", "true"], "metric_for_best_model='loss'"),
+    (["--early_stopping_patience", "2"], "early_stopping_patience needs eval_strategy"),
+    ([*EVALUATE, "--metric_for_best_model", "auc", "--max_valid_samples", "1"], "hold one label only")])
+def test_bad_model_selection_settings_fail_before_sasrec_pretraining(tmp_path, flags, message):
+    result = subprocess.run(_command(tmp_path, *flags), cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "sasrec").exists()  # SASRec was not pre-trained first
+
+
 def test_hierarchical_then_plug_and_play(assets, tmp_path):
     first = tmp_path / "hierarchical"
     _run(_command(first, "--model_name_or_path", assets["llama"], "--sasrec_checkpoint", assets["sasrec"][0],

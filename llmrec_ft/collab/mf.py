@@ -3,7 +3,7 @@
 ``score(u, i) = <p_u, q_i>``, trained with binary cross-entropy on the Yes/No labels of the training rows
 (mini-batch Adam, weight decay), early-stopped on validation AUC. Users and items never seen in training get
 only the weight-decay gradient, which Adam scales up to full-size steps toward zero: their vectors shrink to about
-zero, so cold scores tie near 0 (cold AUC at or near 0.5, measured in ``benchmarks/results/paper_collm_gpu_runs.json``)
+zero, so cold scores tie near 0 (cold AUC at or near 0.5, ``mf_runs`` of ``benchmarks/results/paper_collm_gpu_*.json``)
 -- MF is at chance on cold items, the gap CoLLM's paper is about.
 """
 

@@ -111,14 +111,32 @@ def final_model_dir(output_dir: str | Path, stage: str) -> Path:
     return Path(output_dir) / stage / "final" / CHECKPOINT_MODEL_DIR
 
 
+def check_model_selection(args: SFTConfig, early_stopping_patience: int | None,
+                          valid_labels: list[int] | None = None) -> None:
+    """Refuse, before anything trains, settings under which selection on valid AUC cannot work: patience without
+    ``eval_strategy`` and ``load_best_model_at_end``, a best-model metric other than ``auc`` (the only metric
+    evaluation reports), or validation rows with one label (``valid_labels``, when evaluation is on).
+
+    Raises:
+        ValueError: naming the setting to change.
+    """
+    evaluates = args.eval_strategy != "no"
+    if early_stopping_patience is not None and (not evaluates or not args.load_best_model_at_end):
+        raise ValueError("early_stopping_patience needs eval_strategy (steps or epoch), load_best_model_at_end: true "
+                         "and metric_for_best_model: auc")
+    if evaluates and args.load_best_model_at_end and args.metric_for_best_model not in ("auc", "eval_auc"):
+        raise ValueError(f"metric_for_best_model={args.metric_for_best_model!r} (Trainer's default when it is unset): "
+                         "evaluation reports only the validation AUC; set metric_for_best_model: auc")
+    if evaluates and valid_labels is not None and len(set(valid_labels)) < 2:
+        raise ValueError(f"the {len(valid_labels)} validation rows hold one label only; AUC needs both "
+                         "(raise max_valid_samples)")
+
+
 def valid_auc_scorer(tokenizer: PreTrainedTokenizerBase, valid_dataset: datasets.Dataset, collaborative: bool,
                      args: SFTConfig, name: str) -> Callable[[torch.nn.Module], float]:
     """``model -> AUC`` of ``valid_dataset``'s Yes/No scores (encoded rows with ``label``), scored like the test
     sets (:func:`~llmrec_ft.train.scoring.yes_no_scores`)."""
     labels = torch.tensor(valid_dataset["label"])
-    if labels.unique().numel() < 2:
-        raise ValueError(f"{name}: the {len(labels)} validation rows hold one label only; AUC needs both "
-                         "(raise max_valid_samples)")
     return lambda model: roc_auc(yes_no_scores(model, tokenizer, valid_dataset, collaborative, args, name), labels)
 
 
@@ -156,9 +174,7 @@ def run_stage(name: str, model: TrainableCollaborativeLM, tokenizer: PreTrainedT
         collator = PackedCollator()
     callbacks = [freezing]
     score_valid = None
-    if early_stopping_patience is not None and (args.eval_strategy == "no" or not args.load_best_model_at_end):
-        raise ValueError("early_stopping_patience needs eval_strategy (steps or epoch), load_best_model_at_end: true "
-                         "and metric_for_best_model: auc")
+    check_model_selection(args, early_stopping_patience, valid_dataset["label"] if valid_dataset else None)
     if args.eval_strategy != "no":
         if valid_dataset is None:
             raise ValueError("eval_strategy is set: run_stage needs the validation rows (valid_dataset)")

@@ -116,8 +116,9 @@ class CollaborativeSFTTrainer(SFTTrainer):
                 raise ValueError("evaluation during training scores whole weights: use DDP or ZeRO-2, not FSDP or "
                                  "ZeRO-3 (or eval_strategy: no)")
             if self.args.load_best_model_at_end and self.args.metric_for_best_model not in ("auc", "eval_auc"):
-                raise ValueError(f"metric_for_best_model={self.args.metric_for_best_model!r}: evaluation reports "
-                                 "only the validation AUC; set metric_for_best_model: auc")
+                raise ValueError(f"metric_for_best_model={self.args.metric_for_best_model!r} (Trainer's default when "
+                                 "it is unset): evaluation reports only the validation AUC; set metric_for_best_model: "
+                                 "auc")
         if self.is_fsdp_enabled:  # sharded saves would hold no loadable adapter (PEFT's FSDP examples do the same)
             self.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
 
