@@ -70,9 +70,9 @@ def run_recipe(output_dir: Path, overrides: dict, extra: list[str]) -> dict:
     arguments, passed as they are (after the budget's)."""
     metrics_path, args_path = output_dir / "metrics.json", output_dir.with_suffix(".args.json")
     args = [f"--{key}={value}" for key, value in overrides.items() if value is not None] + extra
-    if metrics_path.exists() and args_path.exists() and json.loads(args_path.read_text()) != args:
-        raise SystemExit(f"{output_dir} was run with {json.loads(args_path.read_text())}, not {args}; "
-                         "choose another --output_dir")
+    earlier = json.loads(args_path.read_text()) if metrics_path.exists() and args_path.exists() else args
+    if earlier != args:
+        raise SystemExit(f"{output_dir} was run with {earlier}, not {args}; choose another --output_dir")
     if not metrics_path.exists():
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         write_json(args_path, args)

@@ -41,9 +41,9 @@ from llmrec_ft.provenance import git_commit
 from llmrec_ft.train.freezing import FreezeStage
 from llmrec_ft.train.hybrid_model import HybridModelArgs, build_hybrid_model
 from llmrec_ft.train.pointwise_data import PointwiseConfig, build_pointwise_samples, encode_pointwise, warm_cold_test_sets
-from llmrec_ft.train.schedules import (ScheduleArgs, check_model_selection, final_model_dir, hybrid_stages, run_stage,
-                                      stage_selection)
+from llmrec_ft.train.schedules import ScheduleArgs, final_model_dir, hybrid_stages, run_stage, stage_selection
 from llmrec_ft.train.scoring import paired_auc_gaps, ranking_candidates, sasrec_baseline_reports, yes_no_report
+from llmrec_ft.train.trainer import check_model_selection
 from llmrec_ft.train.zero3 import whole_weights
 
 logger = logging.getLogger(__name__)

@@ -50,7 +50,7 @@ from llmrec_ft.train.collator import PointwiseCollator
 from llmrec_ft.train.freezing import FreezeStage, StagedFreezing, collaborative_lm_parts, hierarchical_stages
 from llmrec_ft.train.scoring import yes_no_scores
 from llmrec_ft.train.trainer import (CHECKPOINT_MODEL_DIR, CollaborativeSFTTrainer, TrainableCollaborativeLM,
-                                     pretokenized_args, save_and_release)
+                                     check_model_selection, pretokenized_args, save_and_release)
 
 logger = logging.getLogger(__name__)
 
@@ -109,27 +109,6 @@ def stage_selection(output_dir: str | Path, stage: str) -> dict | None:
 def final_model_dir(output_dir: str | Path, stage: str) -> Path:
     """Where a finished stage's ``CollaborativeLM.save_pretrained`` folder is (Trainer's ``save_model`` layout)."""
     return Path(output_dir) / stage / "final" / CHECKPOINT_MODEL_DIR
-
-
-def check_model_selection(args: SFTConfig, early_stopping_patience: int | None,
-                          valid_labels: list[int] | None = None) -> None:
-    """Refuse, before anything trains, settings under which selection on valid AUC cannot work: patience without
-    ``eval_strategy`` and ``load_best_model_at_end``, a best-model metric other than ``auc`` (the only metric
-    evaluation reports), or validation rows with one label (``valid_labels``, when evaluation is on).
-
-    Raises:
-        ValueError: naming the setting to change.
-    """
-    evaluates = args.eval_strategy != "no"
-    if early_stopping_patience is not None and (not evaluates or not args.load_best_model_at_end):
-        raise ValueError("early_stopping_patience needs eval_strategy (steps or epoch), load_best_model_at_end: true "
-                         "and metric_for_best_model: auc")
-    if evaluates and args.load_best_model_at_end and args.metric_for_best_model not in ("auc", "eval_auc"):
-        raise ValueError(f"metric_for_best_model={args.metric_for_best_model!r} (Trainer's default when it is unset): "
-                         "evaluation reports only the validation AUC; set metric_for_best_model: auc")
-    if evaluates and valid_labels is not None and len(set(valid_labels)) < 2:
-        raise ValueError(f"the {len(valid_labels)} validation rows hold one label only; AUC needs both "
-                         "(raise max_valid_samples)")
 
 
 def valid_auc_scorer(tokenizer: PreTrainedTokenizerBase, valid_dataset: datasets.Dataset, collaborative: bool,

@@ -72,6 +72,27 @@ def save_and_release(trainer: Trainer, model: torch.nn.Module, save_dir: str | P
     model.__dict__.pop("_is_accelerate_prepared", None)
 
 
+def check_model_selection(args: SFTConfig, early_stopping_patience: int | None,
+                          valid_labels: list[int] | None = None) -> None:
+    """Refuse, before anything trains, settings under which selection on valid AUC cannot work: patience without
+    ``eval_strategy`` and ``load_best_model_at_end``, a best-model metric other than ``auc`` (the only metric
+    evaluation reports), or validation rows with one label (``valid_labels``, when evaluation is on).
+
+    Raises:
+        ValueError: naming the setting to change.
+    """
+    evaluates = args.eval_strategy != "no"
+    if early_stopping_patience is not None and (not evaluates or not args.load_best_model_at_end):
+        raise ValueError("early_stopping_patience needs eval_strategy (steps or epoch), load_best_model_at_end: true "
+                         "and metric_for_best_model: auc")
+    if evaluates and args.load_best_model_at_end and args.metric_for_best_model not in ("auc", "eval_auc"):
+        raise ValueError(f"metric_for_best_model={args.metric_for_best_model!r} (Trainer's default when it is unset): "
+                         "evaluation reports only the validation AUC; set metric_for_best_model: auc")
+    if evaluates and valid_labels is not None and len(set(valid_labels)) < 2:
+        raise ValueError(f"the {len(valid_labels)} validation rows hold one label only; AUC needs both "
+                         "(raise max_valid_samples)")
+
+
 class TrainableCollaborativeLM(CollaborativeLM):
     """``CollaborativeLM`` plus the one ``PreTrainedModel`` method SFTTrainer calls on any model it trains, and
     the answer loss (``llmrec_ft.train.answer_losses``): ``loss="yes_bce"`` with ``yes_token_id`` replaces
@@ -115,10 +136,7 @@ class CollaborativeSFTTrainer(SFTTrainer):
             if self.is_fsdp_enabled or zero3:
                 raise ValueError("evaluation during training scores whole weights: use DDP or ZeRO-2, not FSDP or "
                                  "ZeRO-3 (or eval_strategy: no)")
-            if self.args.load_best_model_at_end and self.args.metric_for_best_model not in ("auc", "eval_auc"):
-                raise ValueError(f"metric_for_best_model={self.args.metric_for_best_model!r} (Trainer's default when "
-                                 "it is unset): evaluation reports only the validation AUC; set metric_for_best_model: "
-                                 "auc")
+            check_model_selection(self.args, early_stopping_patience=None)
         if self.is_fsdp_enabled:  # sharded saves would hold no loadable adapter (PEFT's FSDP examples do the same)
             self.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
 
